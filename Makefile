@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make train` and `make test`.
+# TORCH picks the torch build: the default is the CPU wheel this machine has;
+# elsewhere e.g. `make test TORCH=torch` takes the newest (CUDA) build.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: install dev train test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
+
+train: install
+	$(BIN)/dqn train $(ARGS)
+
+test: dev
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: install
+	$(BIN)/dqn bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

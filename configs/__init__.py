@@ -1,0 +1,1 @@
+"""Hydra configs of dqn, shipped inside the wheel as dqn_cli.configs."""

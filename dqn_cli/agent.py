@@ -1,0 +1,182 @@
+"""The DQN agent: epsilon-greedy acting, the TD update, the target network.
+
+Mnih et al. 2015 (DQN), van Hasselt et al. 2016 (double Q-learning), Schaul
+et al. 2016 (importance weights), Lillicrap et al. 2016 (Polyak targets).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dqn_cli.config import OptimizerConfig
+from dqn_cli.replay import Batch
+
+
+def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
+    """adam | adamw | rmsprop with the group's lr, eps and weight decay."""
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"unknown optimizer {cfg.name!r}")
+
+
+def td_target(
+    returns: torch.Tensor,
+    discounts: torch.Tensor,
+    next_q_target: torch.Tensor,
+    next_q_online: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = R + discount * Q'(s', a*), float32 (B,).
+
+    returns: (B,) n-step reward sums; discounts: (B,) gamma**m * (1 - terminated)
+    next_q_target: (B, A) target-network Q-values of the bootstrap observation
+    next_q_online: (B, A) online-network Q-values there, for double Q-learning:
+        a* = argmax_a Q(s', a) chosen by the online net, valued by the target net.
+        Without it a* = argmax_a Q'(s', a) (the DQN target).
+    """
+    if next_q_online is None:
+        bootstrap = next_q_target.max(dim=1).values
+    else:
+        best = next_q_online.argmax(dim=1, keepdim=True)
+        bootstrap = next_q_target.gather(1, best).squeeze(1)
+    return returns + discounts * bootstrap
+
+
+class UpdateInfo(NamedTuple):
+    td_loss: float  # mean (weighted) loss of the batch
+    q_values: float  # mean Q(s, a) of the batch
+    td_errors: np.ndarray  # float32 (B,), y - Q(s, a), for PER priorities
+    grad_norm: float  # global gradient norm before clipping
+
+
+class DQNAgent:
+    """Online and target Q-networks, their optimizer, and the TD update.
+
+    Args:
+        q_network: the online network, already on ``device``.
+        optimizer_cfg: the optimizer group (lr, eps, weight decay, gradient clipping).
+        n_actions: size of the Discrete action space.
+        double_q: double Q-learning target.
+        loss: "huber" (smooth L1 with delta 1, as Mnih et al.'s error clipping) or "mse".
+        device: where the networks and the update live.
+        seed: seeds the exploration generator.
+    """
+
+    def __init__(
+        self,
+        q_network: nn.Module,
+        optimizer_cfg: OptimizerConfig,
+        n_actions: int,
+        double_q: bool,
+        loss: str,
+        device: torch.device,
+        seed: int = 0,
+    ):
+        self.q_network = q_network
+        self.target_network = copy.deepcopy(q_network).requires_grad_(False)
+        self.optimizer = build_optimizer(optimizer_cfg, q_network.parameters())
+        self.max_grad_norm = optimizer_cfg.max_grad_norm
+        self.n_actions = n_actions
+        self.double_q = double_q
+        self.loss = loss
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.non_blocking = device.type == "cuda"
+
+    # ------------------------------------------------------------------ acting
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host array -> device tensor (pinned, non-blocking copy on CUDA)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.non_blocking:
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=self.non_blocking)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
+        """Epsilon-greedy actions for a batch of envs, int64 (E,).
+
+        obs: (E, S, *frame_shape). Each env explores independently with
+        probability ``epsilon``; the network runs only if some env is greedy.
+        """
+        num = obs.shape[0]
+        explore = torch.rand(num, generator=self.generator, device=self.device) < epsilon
+        random_actions = torch.randint(self.n_actions, (num,), generator=self.generator, device=self.device)
+        if bool(explore.all()):
+            return random_actions.cpu().numpy()
+        greedy = self.q_network(self.to_device(obs)).argmax(dim=1)
+        return torch.where(explore, random_actions, greedy).cpu().numpy()
+
+    # ---------------------------------------------------------------- learning
+    def update(self, batch: Batch) -> UpdateInfo:
+        """One gradient step on the (importance-weighted) TD loss of ``batch``."""
+        obs = self.to_device(batch.obs)
+        next_obs = self.to_device(batch.next_obs)
+        actions = self.to_device(batch.actions)
+        returns = self.to_device(batch.returns)
+        discounts = self.to_device(batch.discounts)
+        weights = self.to_device(batch.weights)
+
+        with torch.no_grad():
+            next_q_target = self.target_network(next_obs)
+            next_q_online = self.q_network(next_obs) if self.double_q else None
+            y = td_target(returns, discounts, next_q_target, next_q_online)
+
+        q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        if self.loss == "huber":
+            elementwise = F.smooth_l1_loss(q, y, reduction="none")
+        else:
+            elementwise = F.mse_loss(q, y, reduction="none")
+        loss = (weights * elementwise).mean()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm)
+        else:
+            grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in self.q_network.parameters()))
+        self.optimizer.step()
+
+        td_errors = (y - q.detach()).float().cpu().numpy()
+        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm))
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """target <- tau * online + (1 - tau) * target; tau = 1 is the hard copy."""
+        online = list(self.q_network.parameters()) + list(self.q_network.buffers())
+        target = list(self.target_network.parameters()) + list(self.target_network.buffers())
+        if tau >= 1.0:
+            for t, o in zip(target, online):
+                t.copy_(o)
+        else:
+            torch._foreach_lerp_(
+                [t for t in target if t.is_floating_point()],
+                [o for o in online if o.is_floating_point()],
+                tau,
+            )
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {
+            "q_network": self.q_network.state_dict(),
+            "target_network": self.target_network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_network.load_state_dict(state["q_network"])
+        self.target_network.load_state_dict(state["target_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"].cpu())

@@ -1,0 +1,1 @@
+"""`dqn bench`: placeholder replaced below."""

@@ -1,0 +1,151 @@
+"""The ``dqn`` console script: subcommand dispatch and the Hydra apps.
+
+``dqn train ...`` and ``dqn eval ...`` are Hydra apps (every Hydra flag works
+after the subcommand); ``dqn bench`` is a plain argparse tool. User mistakes
+become one line on stderr and exit code 2; ``dqn --debug ...`` (or
+``HYDRA_FULL_ERROR=1``) shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dqn_cli import __version__
+
+USAGE = f"""usage: dqn [--version] [--debug] COMMAND [ARGS]
+
+Train and evaluate Deep Q-Network agents (dqn {__version__}).
+
+commands:
+  train   train an agent:            dqn train [env=breakout] [replay=prioritized] [key=value ...]
+          sweep (Hydra multirun):    dqn train -m seed=1,2,3 optimizer.lr=1e-4,3e-4
+          continue a stopped run:    dqn train resume=outputs/DATE/TIME_cartpole
+  eval    play a saved agent:        dqn eval checkpoint=PATH [episodes=N] [seed=S] [epsilon=E] [video=true]
+  bench   measure this machine:      dqn bench [all|envs|replay|update] [--quick]
+
+Each of train and eval is a Hydra app: `dqn train --help` lists the config
+groups, `dqn train --cfg job` prints the composed config.
+"""
+
+COMMANDS = ("train", "eval", "bench")
+
+
+def config_dir() -> str:
+    """The Hydra config directory: inside the installed package, or the repo's configs/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise RuntimeError(f"dqn's configs/ not found next to {here}; reinstall the package")
+
+
+def fail(command: str, message: str, code: int = 2) -> None:
+    """One line on stderr, no traceback; exit ``code``."""
+    print(f"dqn {command}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def debug() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+# ------------------------------------------------------------------ train app
+def _train_task(cfg) -> float:
+    """The body of ``dqn train``; returns the final eval mean return (what sweepers optimise)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from dqn_cli.checkpoint import CheckpointError
+    from dqn_cli.config import ConfigError, to_train_config, validate
+    from dqn_cli.trainer import NonFiniteLoss, train
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        train_cfg = validate(to_train_config(cfg))
+        if train_cfg.resume:
+            from dqn_cli.resume import resumed_config
+
+            train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
+        summary = train(train_cfg, run_dir, multirun=multirun)
+    except (ConfigError, CheckpointError, NonFiniteLoss) as err:
+        if debug():
+            raise
+        fail("train", str(err))
+    return float(summary.get("final_eval_mean_return", float("nan")))
+
+
+def _eval_task(cfg) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    from dqn_cli.checkpoint import CheckpointError
+    from dqn_cli.config import ConfigError
+    from dqn_cli.evaluate import eval_checkpoint
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return eval_checkpoint(cfg, run_dir)
+    except (ConfigError, CheckpointError) as err:
+        if debug():
+            raise
+        fail("eval", str(err))
+
+
+def _hydra_app(task, config_name: str):
+    import hydra
+
+    from dqn_cli.config import register_configs
+
+    register_configs()
+    return hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
+
+
+def run_hydra(command: str, args: list[str]) -> int:
+    """Run a Hydra app as if ``dqn COMMAND`` were its program name."""
+    if command == "train":
+        from dqn_cli.resume import rewrite_resume_args
+
+        try:
+            args = rewrite_resume_args(args)
+        except ValueError as err:
+            fail("train", str(err))
+    task = _train_task if command == "train" else _eval_task
+    app = _hydra_app(task, "train" if command == "train" else "eval")
+    argv0 = sys.argv[0]
+    sys.argv = [f"dqn {command}", *args]
+    try:
+        app()
+    finally:
+        sys.argv[0] = argv0
+    return 0
+
+
+# ----------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--debug":
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        args = args[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    if args[0] in ("-V", "--version"):
+        print(f"dqn {__version__}")
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        fail("", f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)} (see dqn --help)")
+    logging.captureWarnings(True)
+    if command == "bench":
+        from dqn_cli.bench import main as bench_main
+
+        return bench_main(rest)
+    return run_hydra(command, rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""Typed configuration: one dataclass per config group, registered in Hydra's
+ConfigStore as the schema the YAML files in ``configs/`` are merged into.
+
+Hydra composes ``configs/train.yaml`` (a defaults list over the groups) on top
+of :class:`TrainConfig`, so an unknown key or a wrongly typed value is refused
+by OmegaConf while composing.  :func:`to_train_config` then turns the
+DictConfig into plain dataclasses and :func:`validate` checks the values;
+nothing below ``cli.py`` ever sees a DictConfig.
+
+Units: every step count is in *environment steps summed over all vector
+envs* unless its comment says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the CLI prints it as one line."""
+
+
+@dataclass
+class EnvConfig:
+    name: str = "cartpole"  # preset name, used in run directory names
+    kind: str = "classic"  # classic (flat Box obs, Discrete actions) | atari
+    id: str = "CartPole-v1"  # Gymnasium id (kind=classic)
+    game: str = "Breakout"  # ALE game name, CamelCase (kind=atari)
+    num_envs: int = 4  # environments stepped together
+    vectorization: str = "sync"  # sync (one process) | async (subprocesses) | ale (Atari only)
+    max_episode_steps: Optional[int] = None  # time limit in agent steps; None keeps the env's own
+    frame_stack: int = 1  # observations stacked into the agent's input
+    # Atari preprocessing (Machado et al. 2018; Mnih et al. 2015). Ignored for classic envs.
+    frame_skip: int = 4  # emulator frames per agent step, max-pooled over the last two
+    sticky_action_prob: float = 0.0  # repeat_action_probability: 0 = DQN paper, 0.25 = Machado et al.
+    noop_max: int = 30  # up to this many no-op actions after reset
+    episodic_life: bool = True  # training treats a lost life as terminal (never in evaluation)
+    fire_reset: bool = True  # press FIRE after reset in games that need it
+    clip_rewards: bool = True  # training rewards clipped to their sign (never in evaluation)
+    screen_size: int = 84  # square grayscale frame side, pixels
+    max_episode_frames: int = 108_000  # emulator frames before truncation (30 min at 60 Hz)
+    full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
+
+
+@dataclass
+class NetworkConfig:
+    name: str = "mlp"  # mlp | nature_cnn
+    hidden_sizes: List[int] = field(default_factory=lambda: [256, 256])  # mlp layer widths
+    activation: str = "relu"  # relu | tanh | elu | gelu | silu
+    dueling: bool = False  # dueling head, Wang et al. 2016
+    dueling_aggregator: str = "mean"  # mean (paper's choice) | max
+    cnn_hidden: int = 512  # nature_cnn fully connected width
+
+
+@dataclass
+class ReplayConfig:
+    name: str = "uniform"  # uniform | prioritized
+    capacity: int = 100_000  # transitions kept, summed over envs
+    n_step: int = 1  # n-step returns; the TD target bootstraps with gamma**n
+    # prioritized replay (Schaul et al. 2016, proportional variant)
+    alpha: float = 0.6  # priority exponent: P(i) ~ (|delta_i| + eps)**alpha
+    beta_start: float = 0.4  # importance-weight exponent at step 0, annealed to beta_end
+    beta_end: float = 1.0  # reached at the end of training
+    eps: float = 1e-6  # added to |delta| so no transition has zero priority
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "linear"  # linear | piecewise | exponential
+    epsilon_start: float = 1.0  # exploration epsilon at step 0
+    epsilon_end: float = 0.05  # final epsilon
+    epsilon_decay_steps: int = 10_000  # linear: steps to reach the end; exponential: e-folding steps
+    points: List[List[float]] = field(default_factory=list)  # piecewise: [[step, epsilon], ...]
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | rmsprop
+    lr: float = 1e-3  # learning rate
+    eps: float = 1e-8  # denominator epsilon (Adam) or RMSprop epsilon
+    weight_decay: float = 0.0  # L2 (adam, rmsprop) or decoupled (adamw) decay
+    alpha: float = 0.95  # RMSprop smoothing constant
+    momentum: float = 0.0  # RMSprop momentum
+    max_grad_norm: Optional[float] = 10.0  # clip the global gradient norm; null = no clipping
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10_000  # env steps between evaluations during training; 0 = only at the end
+    episodes: int = 10  # episodes per evaluation
+    epsilon: float = 0.0  # exploration during evaluation (0 = greedy)
+    video: bool = False  # record one episode into TensorBoard at each evaluation
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 10_000  # env steps between checkpoints; 0 = only at the end
+    keep: int = 3  # step-numbered checkpoints kept (last.pt is extra)
+    save_replay: bool = False  # also save the replay buffer (replay.npz beside the checkpoints)
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    seed: int = 1
+    total_steps: int = 50_000  # env steps summed over all envs
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    gamma: float = 0.99  # discount per env step
+    double_q: bool = True  # double Q-learning target, van Hasselt et al. 2016
+    batch_size: int = 64  # transitions per gradient step
+    train_every: int = 1  # env steps per gradient step
+    learning_starts: int = 1_000  # env steps of pure exploration before the first update
+    target_update_period: int = 500  # env steps between target network updates
+    tau: float = 1.0  # target <- tau * online + (1 - tau) * target at each update; 1 = hard copy
+    loss: str = "huber"  # huber | mse
+    log_every: int = 1_000  # env steps between training scalars / log lines
+    progress: str = "auto"  # auto (bar on a terminal) | bar | log | off
+    torch_threads: int = 0  # 0 = leave torch's default
+    resume: Optional[str] = None  # a run directory to continue
+
+
+@dataclass
+class EvalCommandConfig:
+    checkpoint: Optional[str] = None  # path to a .pt checkpoint (required)
+    episodes: int = 10
+    seed: int = 12_345
+    epsilon: Optional[float] = None  # None = the checkpoint's eval epsilon
+    video: bool = False  # write an mp4 of the episodes into the eval run dir
+    device: str = "auto"
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalCommandConfig)
+
+
+def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
+    """Turn a composed (or saved) config into plain dataclasses.
+
+    Keys that are not part of the schema (``hydra``) are dropped, so a
+    ``.hydra/config.yaml`` or the config inside a checkpoint loads back.
+    """
+    base = OmegaConf.structured(TrainConfig)
+    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    data = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    try:
+        merged = OmegaConf.merge(base, data)
+    except Exception as err:  # omegaconf's ValidationError / ConfigKeyError
+        raise ConfigError(_first_line(err)) from None
+    return OmegaConf.to_object(merged)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A dataclass config as nested plain containers (safe to torch.save)."""
+    return dataclasses.asdict(cfg)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every value that types alone cannot; raise ConfigError naming the key.
+
+    Runs before any environment or buffer exists.
+    """
+    e, n, r, s, o = cfg.env, cfg.network, cfg.replay, cfg.schedule, cfg.optimizer
+    _check(e.kind in ("classic", "atari"), f"env.kind must be classic or atari, got {e.kind!r}")
+    _check(e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}")
+    backends = ("sync", "async", "ale") if e.kind == "atari" else ("sync", "async")
+    _check(
+        e.vectorization in backends,
+        f"env.vectorization must be one of {', '.join(backends)} for {e.kind} envs, got {e.vectorization!r}",
+    )
+    _check(e.frame_stack >= 1, f"env.frame_stack must be >= 1, got {e.frame_stack}")
+    _check(
+        e.max_episode_steps is None or e.max_episode_steps >= 1,
+        f"env.max_episode_steps must be >= 1 or null, got {e.max_episode_steps}",
+    )
+    if e.kind == "atari":
+        _check(e.frame_skip >= 1, f"env.frame_skip must be >= 1, got {e.frame_skip}")
+        _check(
+            0.0 <= e.sticky_action_prob < 1.0,
+            f"env.sticky_action_prob must be in [0, 1), got {e.sticky_action_prob}",
+        )
+        _check(e.noop_max >= 0, f"env.noop_max must be >= 0, got {e.noop_max}")
+        _check(e.screen_size >= 8, f"env.screen_size must be >= 8 pixels, got {e.screen_size}")
+    _check(n.name in ("mlp", "nature_cnn"), f"network must be mlp or nature_cnn, got {n.name!r}")
+    _check(
+        n.activation in ACTIVATIONS,
+        f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {n.activation!r}",
+    )
+    _check(
+        n.dueling_aggregator in ("mean", "max"),
+        f"network.dueling_aggregator must be mean or max, got {n.dueling_aggregator!r}",
+    )
+    _check(all(h >= 1 for h in n.hidden_sizes), f"network.hidden_sizes must be positive, got {n.hidden_sizes}")
+    _check(
+        not (e.kind == "atari" and n.name == "mlp"),
+        "network=mlp cannot read Atari frames; use network=nature_cnn (the Atari default)",
+    )
+    _check(
+        not (e.kind == "classic" and n.name == "nature_cnn"),
+        f"network=nature_cnn needs image observations; {e.id} has flat vectors: use network=mlp",
+    )
+    _check(r.name in ("uniform", "prioritized"), f"replay must be uniform or prioritized, got {r.name!r}")
+    _check(r.capacity >= 1, f"replay.capacity must be >= 1 transition, got {r.capacity}")
+    _check(r.n_step >= 1, f"replay.n_step must be >= 1, got {r.n_step}")
+    _check(r.alpha >= 0, f"replay.alpha must be >= 0, got {r.alpha}")
+    _check(0 <= r.beta_start <= 1, f"replay.beta_start must be in [0, 1], got {r.beta_start}")
+    _check(0 <= r.beta_end <= 1, f"replay.beta_end must be in [0, 1], got {r.beta_end}")
+    _check(r.eps > 0, f"replay.eps must be > 0, got {r.eps}")
+    _check(
+        r.capacity >= e.num_envs * (r.n_step + e.frame_stack + 2),
+        f"replay.capacity={r.capacity} is too small for {e.num_envs} envs with n_step={r.n_step} "
+        f"and frame_stack={e.frame_stack}; use at least {e.num_envs * (r.n_step + e.frame_stack + 2)}",
+    )
+    _check(
+        cfg.batch_size <= r.capacity,
+        f"batch_size={cfg.batch_size} is larger than replay.capacity={r.capacity}; use a batch <= capacity",
+    )
+    _check(
+        s.name in ("linear", "piecewise", "exponential"),
+        f"schedule must be linear, piecewise or exponential, got {s.name!r}",
+    )
+    for key in ("epsilon_start", "epsilon_end"):
+        v = getattr(s, key)
+        _check(0.0 <= v <= 1.0, f"schedule.{key} must be in [0, 1], got {v}")
+    _check(s.epsilon_decay_steps >= 1, f"schedule.epsilon_decay_steps must be >= 1, got {s.epsilon_decay_steps}")
+    if s.name == "piecewise":
+        pts = s.points
+        _check(
+            len(pts) >= 1 and all(len(p) == 2 for p in pts),
+            "schedule.points must be a non-empty list of [step, epsilon] pairs, e.g. [[0,1.0],[10000,0.05]]",
+        )
+        steps = [p[0] for p in pts]
+        _check(steps == sorted(steps), f"schedule.points steps must increase, got {steps}")
+        _check(all(0 <= p[1] <= 1 for p in pts), "schedule.points epsilons must be in [0, 1]")
+    _check(o.name in ("adam", "adamw", "rmsprop"), f"optimizer must be adam, adamw or rmsprop, got {o.name!r}")
+    _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
+    _check(o.eps > 0, f"optimizer.eps must be > 0, got {o.eps}")
+    _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
+    _check(
+        o.max_grad_norm is None or o.max_grad_norm > 0,
+        f"optimizer.max_grad_norm must be > 0 or null, got {o.max_grad_norm}",
+    )
+    _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
+    _check(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
+    _check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
+    _check(cfg.train_every >= 1, f"train_every must be >= 1 env step, got {cfg.train_every}")
+    _check(cfg.learning_starts >= 0, f"learning_starts must be >= 0, got {cfg.learning_starts}")
+    _check(cfg.target_update_period >= 1, f"target_update_period must be >= 1, got {cfg.target_update_period}")
+    _check(0 < cfg.tau <= 1, f"tau must be in (0, 1], got {cfg.tau}")
+    _check(cfg.loss in ("huber", "mse"), f"loss must be huber or mse, got {cfg.loss!r}")
+    _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
+    _check(cfg.progress in ("auto", "bar", "log", "off"), f"progress must be auto, bar, log or off, got {cfg.progress!r}")
+    _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
+    _check(cfg.eval.episodes >= 1, f"eval.episodes must be >= 1, got {cfg.eval.episodes}")
+    _check(0 <= cfg.eval.epsilon <= 1, f"eval.epsilon must be in [0, 1], got {cfg.eval.epsilon}")
+    _check(cfg.checkpoint.every >= 0, f"checkpoint.every must be >= 0, got {cfg.checkpoint.every}")
+    _check(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {cfg.checkpoint.keep}")
+    check_device(cfg.device)
+    return cfg
+
+
+def check_device(device: str) -> None:
+    ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    _check(ok, f"device must be auto, cpu, cuda or cuda:N, got {device!r}")

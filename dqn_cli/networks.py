@@ -1,0 +1,109 @@
+"""Q-networks: a torso (MLP or Nature CNN) and a head (plain or dueling).
+
+Input ``obs``: the stacked observation as stored in replay, shape
+``(B, frame_stack, *frame_shape)``; float32 for classic envs, uint8 frames
+``(B, 4, 84, 84)`` for Atari (scaled to [0, 1] here, on the device).
+Output: Q-values, float32 ``(B, n_actions)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dqn_cli.config import NetworkConfig
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+class MLPTorso(nn.Module):
+    """Flatten the stacked observation, then Linear+activation layers."""
+
+    def __init__(self, obs_shape: Sequence[int], hidden_sizes: Sequence[int], activation: str):
+        super().__init__()
+        in_dim = 1
+        for d in obs_shape:
+            in_dim *= int(d)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in hidden_sizes:
+            layers += [nn.Linear(in_dim, width), ACTIVATIONS[activation]()]
+            in_dim = width
+        self.body = nn.Sequential(*layers)
+        self.out_dim = in_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.body(obs.float())
+
+
+class NatureCNNTorso(nn.Module):
+    """Mnih et al. 2015: conv 32@8x8/4, 64@4x4/2, 64@3x3/1, then fc ``hidden``.
+
+    ``obs``: uint8 ``(B, C, H, W)``, divided by 255 on the device.
+    """
+
+    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        c, h, w = (int(d) for d in obs_shape)
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4), act(),
+            nn.Conv2d(32, 64, 4, stride=2), act(),
+            nn.Conv2d(64, 64, 3, stride=1), act(),
+            nn.Flatten(),
+        )  # fmt: skip
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, c, h, w)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat, hidden), act())
+        self.out_dim = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(obs.float() / 255.0))
+
+
+class DuelingHead(nn.Module):
+    """Wang et al. 2016: Q = V + (A - agg(A)), agg = mean (eq. 9) or max (eq. 8)."""
+
+    def __init__(self, in_dim: int, n_actions: int, aggregator: str = "mean"):
+        super().__init__()
+        self.value = nn.Linear(in_dim, 1)
+        self.advantage = nn.Linear(in_dim, n_actions)
+        self.aggregator = aggregator
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        v = self.value(features)  # (B, 1)
+        a = self.advantage(features)  # (B, A)
+        if self.aggregator == "max":
+            return v + a - a.max(dim=1, keepdim=True).values
+        return v + a - a.mean(dim=1, keepdim=True)
+
+
+class QNetwork(nn.Module):
+    """torso -> head. ``forward(obs)`` gives Q-values ``(B, n_actions)``."""
+
+    def __init__(self, torso: nn.Module, head: nn.Module):
+        super().__init__()
+        self.torso = torso
+        self.head = head
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs))
+
+
+def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) -> QNetwork:
+    """A Q-network for stacked observations of ``obs_shape`` = (frame_stack, *frame_shape)."""
+    if cfg.name == "mlp":
+        torso: nn.Module = MLPTorso(obs_shape, cfg.hidden_sizes, cfg.activation)
+    elif cfg.name == "nature_cnn":
+        if len(obs_shape) != 3:
+            raise ValueError(f"nature_cnn needs (C, H, W) observations, got shape {tuple(obs_shape)}")
+        torso = NatureCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
+    else:
+        raise ValueError(f"unknown network {cfg.name!r}")
+    head: nn.Module
+    if cfg.dueling:
+        head = DuelingHead(torso.out_dim, n_actions, cfg.dueling_aggregator)
+    else:
+        head = nn.Linear(torso.out_dim, n_actions)
+    return QNetwork(torso, head)

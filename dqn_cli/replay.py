@@ -1,0 +1,367 @@
+"""Experience replay with frames stored once, per-env rings, and n-step returns.
+
+Layout. Each of the ``E`` vector envs owns a ring of ``L = capacity // E``
+slots, so the frames of one env are consecutive in time and frame stacks and
+n-step windows never mix envs (RL_NOTES 13). Slot ``t`` of env ``e`` holds the
+*newest frame* of the observation the agent acted on, the action, the reward
+and whether the episode ended with that step (``terminated`` / ``truncated``).
+The next observation of slot ``t`` is always slot ``t + 1``:
+
+* inside an episode, slot ``t + 1`` is the next step;
+* when an episode ends, the true final observation is written into an extra
+  *final slot* (no action; never sampled as a start), so a truncated
+  transition bootstraps from the real final frame (RL_NOTES 2, 12) and the
+  reset observation starts the slot after it.
+
+Each slot also records ``pos``, its index within its episode. A stack of
+``S`` frames for slot ``s`` is rebuilt at sample time from slots
+``s - min(k, pos[s])`` for ``k = S-1 .. 0``: frames before the episode's first
+are replaced by the first (Gymnasium's ``FrameStackObservation`` "reset"
+padding), so no stack mixes two episodes. An 84x84 Atari frame costs 7,056
+bytes once instead of 56,448 for stacked obs and next_obs (RL_NOTES 12).
+
+n-step (RL_NOTES 14). For a start slot ``t`` the window is ``t .. t+n-1``,
+cut after the first step that ends the episode (``m <= n`` steps taken)::
+
+    R_t = sum_{k<m} gamma**k r_{t+k}
+    discount_t = gamma**m * (1 - terminated_{t+m-1})
+    bootstrap observation = slot t + m   (the final slot if the episode ended)
+
+so the TD target is ``R_t + discount_t * max_a Q'(s_{t+m}, a)``: no bootstrap
+after termination, bootstrap from the true final observation with
+``gamma**m`` after truncation.
+
+Validity. A slot may be sampled once slot ``t + n`` has been written (its
+window is complete), unless it is a final slot; it stops being valid when it
+is overwritten or when the ring's overwrite front reaches its frame history.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from dqn_cli.config import ConfigError
+
+
+class Batch(NamedTuple):
+    """A sampled batch, as numpy arrays on the host.
+
+    obs, next_obs: (B, S, *frame_shape), frame dtype (uint8 Atari, float32 classic)
+    actions: int64 (B,)
+    returns: float32 (B,), the n-step discounted reward sum R_t
+    discounts: float32 (B,), gamma**m * (1 - terminated): the bootstrap coefficient
+    indices: int64 (B,), flat slot ids e * L + t, for priority updates
+    weights: float32 (B,), importance-sampling weights (1 for uniform replay)
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    returns: np.ndarray
+    next_obs: np.ndarray
+    discounts: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+
+
+# bytes per slot besides the frame: action int32, reward float32, pos int32, 4 bool flags
+_SLOT_OVERHEAD = 4 + 4 + 4 + 4
+
+
+def slot_bytes(frame_shape: Sequence[int], frame_dtype: np.dtype) -> int:
+    """Bytes one slot takes in the uniform buffer."""
+    return int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize + _SLOT_OVERHEAD
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_fits_in_memory(needed: int, capacity: int, what: str = "replay buffer") -> None:
+    """Refuse up front, with the estimate, a buffer that would not fit in RAM."""
+    avail = available_memory_bytes()
+    if needed > 0.9 * avail:
+        raise ConfigError(
+            f"replay.capacity={capacity:,} needs about {needed / 2**30:.1f} GiB for the {what} "
+            f"but only {avail / 2**30:.1f} GiB of memory is available; "
+            f"use replay.capacity <= {int(capacity * 0.9 * avail / needed):,}"
+        )
+
+
+class ReplayBuffer:
+    """Uniform replay over per-env frame rings; see the module docstring.
+
+    Args:
+        capacity: slots summed over envs (transitions, plus one final slot per episode).
+        num_envs: E, the vector envs writing into the buffer in lockstep.
+        frame_shape: shape of one frame: (84, 84) for Atari, (obs_dim,) for classic envs.
+        frame_dtype: uint8 for Atari, float32 for classic envs.
+        frame_stack: S, frames per observation.
+        n_step: n of the n-step return.
+        gamma: discount per env step.
+        seed: seeds the sampling generator.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        frame_shape: Sequence[int],
+        frame_dtype,
+        frame_stack: int = 1,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        seed: int = 0,
+    ):
+        self.num_envs = E = int(num_envs)
+        self.slots = L = int(capacity) // E
+        if L < n_step + frame_stack + 2:
+            raise ConfigError(
+                f"replay.capacity={capacity} leaves {L} slots per env; need at least "
+                f"{n_step + frame_stack + 2} for n_step={n_step}, frame_stack={frame_stack}"
+            )
+        self.frame_shape = tuple(int(d) for d in frame_shape)
+        self.frame_stack = int(frame_stack)
+        self.n_step = int(n_step)
+        self.gamma = float(gamma)
+        self.rng = np.random.default_rng(seed)
+        self.frames = np.zeros((E, L, *self.frame_shape), dtype=frame_dtype)
+        self.actions = np.zeros((E, L), dtype=np.int32)
+        self.rewards = np.zeros((E, L), dtype=np.float32)
+        self.terminated = np.zeros((E, L), dtype=bool)
+        self.truncated = np.zeros((E, L), dtype=bool)
+        self.final = np.zeros((E, L), dtype=bool)  # slot holds only an episode's final observation
+        self.valid = np.zeros((E, L), dtype=bool)  # may be sampled as a start
+        self.pos = np.zeros((E, L), dtype=np.int32)  # index of the slot's observation in its episode
+        self.head = np.zeros(E, dtype=np.int64)  # next slot to write, per env
+        self.size = np.zeros(E, dtype=np.int64)  # slots written, per env (<= L)
+        self.episode_pos = np.zeros(E, dtype=np.int32)  # pos of the next observation written
+        self._powers = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
+        self.transitions_added = 0
+
+    # ---------------------------------------------------------------- writing
+    def add(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        final_obs: np.ndarray | None = None,
+    ) -> None:
+        """Store one vector step.
+
+        obs: (E, S, *frame_shape), the stacked observations acted on (only the newest frame is stored)
+        actions: (E,) ints; rewards: (E,) float; terminated, truncated: (E,) bool
+        final_obs: (E, S, *frame_shape) or (E, *frame_shape): the true final observation of the
+            envs whose episode ended at this step (rows of other envs are ignored); required
+            when any env ended.
+        """
+        all_envs = np.arange(self.num_envs)
+        w = self.head
+        self.frames[all_envs, w] = obs[:, -1]
+        self.actions[all_envs, w] = actions
+        self.rewards[all_envs, w] = rewards
+        self.terminated[all_envs, w] = terminated
+        self.truncated[all_envs, w] = truncated
+        self.final[all_envs, w] = False
+        self.pos[all_envs, w] = self.episode_pos
+        self._advance(all_envs)
+        self.transitions_added += self.num_envs
+
+        ended = np.flatnonzero(np.logical_or(terminated, truncated))
+        if ended.size:
+            if final_obs is None:
+                raise ValueError("final_obs is required when an episode ends")
+            newest = final_obs[ended]
+            if newest.ndim == len(self.frame_shape) + 2:  # stacked: keep the newest frame
+                newest = newest[:, -1]
+            w = self.head[ended]
+            self.frames[ended, w] = newest
+            self.actions[ended, w] = 0
+            self.rewards[ended, w] = 0.0
+            self.terminated[ended, w] = False
+            self.truncated[ended, w] = False
+            self.final[ended, w] = True
+            self.pos[ended, w] = self.episode_pos[ended]
+            self._advance(ended)
+            self.episode_pos[ended] = 0
+
+    def _advance(self, envs: np.ndarray) -> None:
+        """Bookkeeping after writing slot ``head[envs]``: move heads, update validity."""
+        L, n = self.slots, self.n_step
+        w = self.head[envs]
+        self._set_valid(envs, w, False)  # just overwritten
+        full = self.size[envs] == L
+        if full.any():  # the oldest slots lose part of their frame history
+            fe, fw = envs[full], w[full]
+            for k in range(1, self.frame_stack):
+                self._set_valid(fe, (fw + k) % L, False)
+        self.head[envs] = (w + 1) % L
+        self.size[envs] = np.minimum(self.size[envs] + 1, L)
+        self.episode_pos[envs] += 1
+        # slot w - n now has its whole n-step window written
+        ready = self.size[envs] > n
+        t = (w - n) % L
+        ready &= ~self.final[envs, t]
+        if ready.any():
+            self._set_valid(envs[ready], t[ready], True)
+
+    def _set_valid(self, envs: np.ndarray, slots: np.ndarray, value: bool) -> None:
+        self.valid[envs, slots] = value
+
+    # --------------------------------------------------------------- sampling
+    def __len__(self) -> int:
+        """Transitions that may be sampled now."""
+        return int(self.valid.sum())
+
+    def can_sample(self, batch_size: int) -> bool:
+        return len(self) >= batch_size
+
+    def sample(self, batch_size: int, beta: float | None = None) -> Batch:
+        """``batch_size`` transitions drawn uniformly (with replacement) from the valid slots.
+
+        ``beta`` is the prioritized buffer's importance-weight exponent; ignored here.
+        """
+        envs, slots = self._sample_uniform(batch_size)
+        weights = np.ones(batch_size, dtype=np.float32)
+        return self._gather(envs, slots, weights)
+
+    def _sample_uniform(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Uniform over valid slots: draw in each env's possibly-valid age range, redraw the rest."""
+        L, S, n = self.slots, self.frame_stack, self.n_step
+        lo = np.where(self.size == L, S - 1, 0)  # ages (0 = oldest) that may be valid
+        counts = np.maximum(self.size - n - lo, 0)
+        total = int(counts.sum())
+        if total == 0 or not self.valid.any():
+            raise RuntimeError("replay buffer has no transition to sample yet")
+        cum = np.cumsum(counts)
+        envs = np.empty(batch_size, dtype=np.int64)
+        slots = np.empty(batch_size, dtype=np.int64)
+        todo = np.arange(batch_size)
+        for _ in range(1000):
+            u = self.rng.integers(0, total, size=todo.size)
+            e = np.searchsorted(cum, u, side="right")
+            age = u - (cum[e] - counts[e]) + lo[e]
+            s = (self.head[e] - self.size[e] + age) % L
+            ok = self.valid[e, s]
+            envs[todo[ok]], slots[todo[ok]] = e[ok], s[ok]
+            todo = todo[~ok]
+            if todo.size == 0:
+                return envs, slots
+        raise RuntimeError("replay sampling found too few valid transitions")
+
+    def stacked(self, envs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Rebuild the stacked observations of ``slots``: (B, S, *frame_shape)."""
+        back = np.arange(self.frame_stack - 1, -1, -1)  # S-1 .. 0
+        offset = np.minimum(back[None, :], self.pos[envs, slots][:, None])
+        idx = (slots[:, None] - offset) % self.slots
+        return self.frames[envs[:, None], idx]
+
+    def _gather(self, envs: np.ndarray, slots: np.ndarray, weights: np.ndarray) -> Batch:
+        """The n-step transitions starting at ``(envs, slots)``, int64 (B,) each."""
+        L, n = self.slots, self.n_step
+        k = np.arange(n)
+        window = (slots[:, None] + k) % L  # (B, n)
+        e2 = envs[:, None]
+        ended = self.terminated[e2, window] | self.truncated[e2, window]
+        steps = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, n)  # m, steps taken
+        taken = k[None, :] < steps[:, None]
+        returns = (self.rewards[e2, window] * self._powers[:n] * taken).sum(axis=1, dtype=np.float32)
+        last = (slots + steps - 1) % L
+        discounts = self._powers[steps] * (~self.terminated[envs, last])
+        bootstrap = (slots + steps) % L
+        return Batch(
+            obs=self.stacked(envs, slots),
+            actions=self.actions[envs, slots].astype(np.int64),
+            returns=returns.astype(np.float32),
+            next_obs=self.stacked(envs, bootstrap),
+            discounts=discounts.astype(np.float32),
+            indices=envs * L + slots,
+            weights=weights,
+        )
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """Uniform replay ignores priorities."""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalars for TensorBoard (the prioritized buffer reports its statistics)."""
+        return {}
+
+    # ------------------------------------------------------------ reporting
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.frames, self.actions, self.rewards, self.terminated, self.truncated,
+                  self.final, self.valid, self.pos)  # fmt: skip
+        return int(sum(a.nbytes for a in arrays))
+
+    @property
+    def bytes_per_transition(self) -> float:
+        return self.nbytes / (self.num_envs * self.slots)
+
+    # -------------------------------------------------------------- persist
+    _ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "final", "valid", "pos",
+               "head", "size", "episode_pos")  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Arrays and counters; numpy only, so ``np.load(allow_pickle=False)`` reads them back."""
+        state = {name: getattr(self, name) for name in self._ARRAYS}
+        state["transitions_added"] = np.array(self.transitions_added)
+        state["rng_state"] = np.frombuffer(repr(self.rng.bit_generator.state).encode(), dtype=np.uint8)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self._ARRAYS:
+            current = getattr(self, name)
+            if state[name].shape != current.shape:
+                raise ValueError(
+                    f"saved replay {name} has shape {state[name].shape}, this run expects {current.shape}"
+                )
+            current[...] = state[name]
+        self.transitions_added = int(state["transitions_added"])
+        import ast
+
+        self.rng.bit_generator.state = ast.literal_eval(bytes(state["rng_state"]).decode())
+
+
+def estimate_replay_bytes(cfg, spec) -> int:
+    """Bytes the run's buffer will allocate (cfg: TrainConfig, spec: envs.EnvSpec)."""
+    per_slot = slot_bytes(spec.frame_shape, spec.frame_dtype)
+    if cfg.replay.name == "prioritized":
+        from dqn_cli.prioritized import PRIORITY_BYTES_PER_SLOT
+
+        per_slot += PRIORITY_BYTES_PER_SLOT
+    return per_slot * cfg.replay.capacity
+
+
+def build_replay(cfg, spec) -> ReplayBuffer:
+    """The replay buffer the config asks for (cfg: TrainConfig, spec: envs.EnvSpec)."""
+    r = cfg.replay
+    kwargs = dict(
+        capacity=r.capacity,
+        num_envs=cfg.env.num_envs,
+        frame_shape=spec.frame_shape,
+        frame_dtype=spec.frame_dtype,
+        frame_stack=spec.frame_stack,
+        n_step=r.n_step,
+        gamma=cfg.gamma,
+        seed=cfg.seed,
+    )
+    if r.name == "prioritized":
+        from dqn_cli.prioritized import PrioritizedReplayBuffer
+
+        return PrioritizedReplayBuffer(alpha=r.alpha, eps=r.eps, **kwargs)
+    return ReplayBuffer(**kwargs)
