@@ -1,1 +1,181 @@
-"""`dqn bench`: placeholder replaced below."""
+"""``dqn bench [all|envs|update|replay] [--quick] [--device D]``: measure this machine.
+
+Prints a table of env steps/s (CartPole and Breakout, per backend and
+num_envs), gradient updates/s of the default networks on the device, replay
+sampling speeds, a one-line verdict on the bottleneck with a suggested
+``env.num_envs``, and as its last line one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def _timed(fn, seconds: float, min_calls: int = 3) -> tuple[int, float]:
+    """Call ``fn`` repeatedly for about ``seconds``; return (calls, elapsed)."""
+    calls, start = 0, time.perf_counter()
+    while calls < min_calls or time.perf_counter() - start < seconds:
+        fn()
+        calls += 1
+    return calls, time.perf_counter() - start
+
+
+def env_steps_per_second(env_cfg, num_envs: int, seconds: float) -> float:
+    """Random-action env steps/s (summed over envs) of a vector env."""
+    from dqn_cli.envs import make_vector_env
+
+    envs = make_vector_env(env_cfg, num_envs, seed=0, training=True)
+    try:
+        envs.reset(seed=list(range(num_envs)))
+        rng = np.random.default_rng(0)
+        n = int(envs.single_action_space.n)
+        step = lambda: envs.step(rng.integers(n, size=num_envs))  # noqa: E731
+        for _ in range(10):
+            step()
+        calls, elapsed = _timed(step, seconds)
+        return calls * num_envs / elapsed
+    finally:
+        envs.close()
+
+
+def updates_per_second(net_name: str, device, seconds: float, batch_size: int) -> float:
+    """Gradient steps/s of the default network for CartPole (mlp) or Atari (nature_cnn)."""
+    import torch
+
+    from dqn_cli.agent import DQNAgent
+    from dqn_cli.config import NetworkConfig, OptimizerConfig
+    from dqn_cli.networks import build_network
+    from dqn_cli.replay import Batch
+
+    if net_name == "mlp":
+        obs_shape, dtype, n_actions = (1, 4), np.float32, 2
+        net_cfg = NetworkConfig(name="mlp")
+    else:
+        obs_shape, dtype, n_actions = (4, 84, 84), np.uint8, 4
+        net_cfg = NetworkConfig(name="nature_cnn")
+    rng = np.random.default_rng(0)
+    if dtype == np.uint8:
+        obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
+    else:
+        obs = rng.standard_normal((batch_size, *obs_shape)).astype(np.float32)
+    batch = Batch(obs, rng.integers(n_actions, size=batch_size), np.ones(batch_size, np.float32), obs.copy(),
+                  np.full(batch_size, 0.99, np.float32), np.arange(batch_size), np.ones(batch_size, np.float32))  # fmt: skip
+    agent = DQNAgent(build_network(net_cfg, obs_shape, n_actions).to(device), OptimizerConfig(), n_actions,
+                     True, "huber", device)  # fmt: skip
+    for _ in range(5):
+        agent.update(batch)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    calls, elapsed = _timed(lambda: agent.update(batch), seconds)
+    sync()
+    return calls / elapsed
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="dqn bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "envs", "update", "replay"])
+    parser.add_argument("--quick", action="store_true", help="shorter measurements (a few seconds each part)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for update throughput)")
+    args = parser.parse_args(argv)
+
+    from dqn_cli.config import ConfigError, EnvConfig, check_device
+    from dqn_cli.trainer import resolve_device
+
+    try:
+        check_device(args.device)
+        device = resolve_device(args.device)
+    except ConfigError as err:
+        parser.exit(2, f"dqn bench: error: {err}\n")
+    seconds = 0.5 if args.quick else 2.0
+    figures: dict = {"device": str(device), "cpu_count": os.cpu_count(), "quick": args.quick}
+    rows: list[tuple[str, str]] = []
+
+    if args.what in ("all", "envs"):
+        cartpole = EnvConfig()
+        for backend in ("sync", "async"):
+            for num_envs in (1, 4, 8) if not args.quick else (4,):
+                cartpole.vectorization = backend
+                sps = env_steps_per_second(cartpole, num_envs, seconds)
+                figures[f"cartpole_{backend}_{num_envs}_env_steps_per_second"] = round(sps, 1)
+                rows.append((f"CartPole-v1 {backend:5s} x{num_envs}", f"{sps:,.0f} env steps/s"))
+        breakout = _atari_env_config()
+        if breakout is not None:
+            for backend in ("sync", "async", "ale"):
+                for num_envs in (4, 8) if not args.quick else (8,):
+                    breakout.vectorization = backend
+                    sps = env_steps_per_second(breakout, num_envs, seconds)
+                    figures[f"breakout_{backend}_{num_envs}_env_steps_per_second"] = round(sps, 1)
+                    rows.append((f"Breakout {backend:5s} x{num_envs}", f"{sps:,.0f} env steps/s"))
+
+    if args.what in ("all", "update"):
+        for net, batch in (("mlp", 64), ("nature_cnn", 32)):
+            ups = updates_per_second(net, device, seconds, batch)
+            figures[f"{net}_updates_per_second"] = round(ups, 1)
+            rows.append((f"update {net} batch {batch} on {device}", f"{ups:,.1f} updates/s"))
+
+    if args.what in ("all", "replay"):
+        from dqn_cli import bench_replay
+
+        replay_figures = bench_replay.run(quick=args.quick)
+        figures.update(replay_figures)
+        for key, value in replay_figures.items():
+            if key.endswith("_us"):
+                rows.append((f"replay {key[:-3].replace('_', ' ')}", f"{value:,.1f} us"))
+
+    verdict = _verdict(figures)
+    if verdict:
+        figures["verdict"] = verdict
+    width = max((len(r[0]) for r in rows), default=10)
+    print(f"dqn bench on {os.cpu_count()} CPU cores, device {device}")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:>22}")
+    if verdict:
+        print(f"verdict: {verdict}")
+    print(json.dumps(figures))
+    return 0
+
+
+def _atari_env_config():
+    try:
+        from dqn_cli.config import EnvConfig
+
+        cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", frame_stack=4)
+        from dqn_cli.envs import describe_env
+
+        describe_env(cfg)
+        return cfg
+    except Exception:  # Atari unavailable: skip its rows
+        return None
+
+
+def _verdict(f: dict) -> str:
+    """Where the time goes for Atari-style training (updates every 4 env steps)."""
+    env_keys = {k: v for k, v in f.items() if k.startswith("breakout_") and k.endswith("_env_steps_per_second")}
+    if not env_keys or "nature_cnn_updates_per_second" not in f:
+        env_keys = {k: v for k, v in f.items() if k.startswith("cartpole_") and k.endswith("_env_steps_per_second")}
+        if not env_keys or "mlp_updates_per_second" not in f:
+            return ""
+        best = max(env_keys, key=env_keys.get)
+        need = env_keys[best]  # CartPole default: one update per env step at most
+        ups = f["mlp_updates_per_second"]
+        game, train_every = "CartPole", 1
+    else:
+        best = max(env_keys, key=env_keys.get)
+        ups = f["nature_cnn_updates_per_second"]
+        game, train_every = "Breakout", 4
+        need = env_keys[best] / train_every
+    _, backend, num_envs, *_ = best.split("_")
+    if ups < need:
+        bound = (f"learner-bound: {game} envs give {env_keys[best]:,.0f} steps/s but the network trains at "
+                 f"{ups:,.0f} updates/s (needs {need:,.0f} at train_every={train_every}); "
+                 "a GPU (device=cuda) or a larger train_every helps more than more envs")  # fmt: skip
+    else:
+        bound = (f"env-bound: {game} envs give {env_keys[best]:,.0f} steps/s and the network keeps up "
+                 f"({ups:,.0f} updates/s)")  # fmt: skip
+    return f"{bound}; suggested env.vectorization={backend} env.num_envs={num_envs}"

@@ -1,0 +1,111 @@
+"""Checkpoints: atomic writes, keep-last-N, and loading that never runs code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from dqn_cli import checkpoint as ckpt
+from conftest import run_dqn
+
+
+def state(step):
+    return {"counters": {"env_steps": step}, "weights": torch.full((3,), float(step))}
+
+
+def test_keep_last_n_and_last_pt_is_newest(tmp_path):
+    for step in (100, 200, 300, 400):
+        ckpt.save_checkpoint(tmp_path, step, state(step), keep=2)
+    assert [s for s, _ in ckpt.step_checkpoints(tmp_path)] == [300, 400]
+    last = ckpt.load_checkpoint(tmp_path / "last.pt")
+    assert last["counters"]["env_steps"] == 400
+    assert not list(tmp_path.glob(".*.tmp"))  # no temp files left behind
+
+
+def test_a_kill_between_write_and_replace_leaves_last_pt_loadable(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(tmp_path, 100, state(100), keep=3)
+
+    def killed(src, dst):  # the process dies after writing the temp file, before the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path, 200, state(200), keep=3)
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(tmp_path / "last.pt")["counters"]["env_steps"] == 100
+    assert not (tmp_path / "step_000000200.pt").exists()
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    ckpt.save_checkpoint(tmp_path, 100, state(100), keep=3)
+    real_save = torch.save
+
+    def disk_full(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path, 200, state(200), keep=3)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert ckpt.load_checkpoint(tmp_path / "last.pt")["counters"]["env_steps"] == 100
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+MARKER = Path("/tmp/dqn_pwned_marker")
+
+
+def test_a_checkpoint_that_runs_code_on_unpickling_is_refused(tmp_path):
+    MARKER.unlink(missing_ok=True)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": ckpt.FORMAT, "payload": Exploit()}, evil)
+    with pytest.raises(ckpt.CheckpointError, match="refused"):
+        ckpt.load_checkpoint(evil)
+    assert not MARKER.exists()
+    # the same through the CLI: one line, non-zero, nothing executed
+    proc = run_dqn("eval", f"checkpoint={evil}", f"hydra.run.dir={tmp_path}/e")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "refused" in proc.stderr and not MARKER.exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "garbage", "foreign", "directory"])
+def test_bad_checkpoints_are_named_in_one_line(tmp_path, kind):
+    good = tmp_path / "good.pt"
+    ckpt.save_checkpoint(tmp_path, 1, state(1), keep=1)
+    good = tmp_path / "last.pt"
+    path = tmp_path / f"{kind}.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif kind == "foreign":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    elif kind == "directory":
+        path.mkdir()
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    proc = run_dqn("eval", f"checkpoint={path}", f"hydra.run.dir={tmp_path}/e")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_checkpoint_for_a_different_network_is_named(trained_run, tmp_path):
+    state = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    state["config"]["network"]["hidden_sizes"] = [32, 32]  # config no longer matches the weights
+    bad = tmp_path / "mismatch.pt"
+    torch.save(state, bad)
+    proc = run_dqn("eval", f"checkpoint={bad}", f"hydra.run.dir={tmp_path}/e")
+    assert proc.returncode == 2
+    assert "do not match the mlp network" in proc.stderr and "Traceback" not in proc.stderr

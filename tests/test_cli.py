@@ -1,0 +1,167 @@
+"""The `dqn` command as users run it: train, eval, help, version, run directory layout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY, last_json_line, run_dqn
+
+SUMMARY_KEYS = {
+    "total_steps", "wall_seconds", "env_steps_per_second", "final_eval_mean_return",
+    "final_eval_std_return", "best_eval_mean_return", "replay_bytes_per_transition",
+}  # fmt: skip
+
+
+def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_train_writes_the_run_directory_of_the_spec(trained_run):
+    run = trained_run
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert (run / ".hydra" / "overrides.yaml").is_file()
+    assert (run / "train.log").is_file() and "final eval return" in (run / "train.log").read_text()
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("step_*.pt"))
+    assert ckpts == ["step_000000200.pt", "step_000000400.pt"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["total_steps"] == 400
+    assert summary["replay_bytes_per_transition"] > 0
+
+
+def test_checkpoint_reads_back_with_weights_only(trained_run):
+    state = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["counters"]["env_steps"] == 400
+    assert state["config"]["env"]["id"] == "CartPole-v1"
+    assert state["counters"]["updates"] == 400 - 100  # train_every=1 after learning_starts
+    q = state["agent"]["q_network"]
+    assert q["torso.body.1.weight"].shape == (16, 4)  # hidden 16 over CartPole's 4 inputs
+    last = torch.load(trained_run / "checkpoints" / "step_000000400.pt", weights_only=True)
+    for k, v in q.items():
+        torch.testing.assert_close(v, last["agent"]["q_network"][k])
+
+
+def test_tensorboard_has_the_training_curves_against_env_steps(trained_run):
+    tags = scalars(trained_run / "tb")
+    for tag in ("charts/episodic_return", "charts/episodic_length", "losses/td_loss", "losses/q_values",
+                "charts/epsilon", "eval/mean_return", "perf/env_steps_per_second", "perf/updates_per_second"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert [s for s, _ in tags["eval/mean_return"]] == [200, 400]
+    eps = dict(tags["charts/epsilon"])
+    assert eps[100] > eps[400]  # epsilon decays with env steps
+    steps = [s for s, _ in tags["charts/episodic_return"]]
+    assert steps == sorted(steps) and steps[-1] <= 400
+
+
+def test_eval_prints_a_summary_and_a_json_last_line(trained_run, tmp_path):
+    proc = run_dqn("eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=3", "seed=7",
+                   f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = last_json_line(proc.stdout)
+    for key in ("mean_return", "std_return", "min_return", "max_return", "episodes", "mean_length"):
+        assert key in result
+    assert result["episodes"] == 3
+    assert result["min_return"] <= result["mean_return"] <= result["max_return"]
+    assert "CartPole-v1: 3 episodes" in proc.stdout
+    # same seed, same returns
+    again = last_json_line(run_dqn("eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=3",
+                                   "seed=7", f"hydra.run.dir={tmp_path}/2").stdout)  # fmt: skip
+    assert again["mean_return"] == result["mean_return"]
+
+
+def test_eval_with_full_exploration_matches_random_play(trained_run, tmp_path):
+    proc = run_dqn("eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=8", "epsilon=1.0",
+                   f"hydra.run.dir={tmp_path}")  # fmt: skip
+    result = last_json_line(proc.stdout)
+    assert result["epsilon"] == 1.0
+    assert result["mean_return"] < 60  # random CartPole play lasts ~22 steps
+
+
+def test_help_version_and_subcommand_help():
+    top = run_dqn("--help")
+    assert top.returncode == 0 and "train" in top.stdout and "eval" in top.stdout and "bench" in top.stdout
+    version = run_dqn("--version")
+    assert version.returncode == 0 and version.stdout.startswith("dqn ")
+    train_help = run_dqn("train", "--help")
+    assert train_help.returncode == 0
+    for group in ("env:", "network:", "replay:", "schedule:", "optimizer:"):
+        assert group in train_help.stdout
+    eval_help = run_dqn("eval", "--help")
+    assert eval_help.returncode == 0 and "checkpoint" in eval_help.stdout
+
+
+def test_cfg_job_composes_groups_and_overrides():
+    proc = run_dqn("train", "--cfg", "job", "optimizer=rmsprop", "env=classic", "env.id=Acrobot-v1", "tau=0.005")
+    assert proc.returncode == 0, proc.stderr
+    assert "name: rmsprop" in proc.stdout and "id: Acrobot-v1" in proc.stdout and "tau: 0.005" in proc.stdout
+
+
+def test_python_dash_m_and_console_script_agree():
+    script = Path(sys.executable).parent / "dqn"
+    if not script.exists():
+        pytest.skip("console script not installed in this environment")
+    import subprocess
+
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert out.stdout == run_dqn("--version").stdout
+
+
+def test_other_env_async_vectorization_and_options(tmp_path):
+    proc = run_dqn("train", *TINY, "env=classic", "env.id=Acrobot-v1", "env.vectorization=async",
+                   "env.num_envs=2", "optimizer=adamw", "loss=mse", "double_q=false", "tau=0.5",
+                   "target_update_period=50", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["env"] == "Acrobot-v1" and summary["total_steps"] == 400
+    cfg = (tmp_path / ".hydra" / "config.yaml").read_text()
+    assert "vectorization: async" in cfg and "name: adamw" in cfg
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("optimizer.lr=-1", "optimizer.lr must be > 0"),
+        ("gamma=1.5", "gamma must be in (0, 1]"),
+        ("batch_size=2000 replay.capacity=1000", "larger than replay.capacity"),
+        ("replay.n_step=0", "replay.n_step must be >= 1"),
+        ("env=classic", None),  # valid: sanity check of the harness
+        ("env.id=NoSuchEnv-v0", "not a registered Gymnasium env"),
+        ("env.id=Pendulum-v1", "DQN needs Discrete actions"),
+        ("device=tpu", "device must be auto, cpu, cuda or cuda:N"),
+        ("loss=l1", "loss must be huber or mse"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(tmp_path, override, needle):
+    run_dir = tmp_path / "run"
+    args = ["train", *override.split(), f"hydra.run.dir={run_dir}"]
+    if needle is None:
+        proc = run_dqn(*args, "--cfg", "job")
+        assert proc.returncode == 0
+        return
+    proc = run_dqn(*args)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_unknown_key_and_group_option_fail_cleanly():
+    for override in ("no_such_key=1", "network=transformer", "optimizer.lr=fast"):
+        proc = run_dqn("train", override)
+        assert proc.returncode != 0, override
+        assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_unknown_command():
+    proc = run_dqn("fly")
+    assert proc.returncode == 2 and "unknown command 'fly'" in proc.stderr
