@@ -74,7 +74,7 @@ class ScheduleConfig:
     epsilon_start: float = 1.0  # exploration epsilon at step 0
     epsilon_end: float = 0.05  # final epsilon
     epsilon_decay_steps: int = 10_000  # linear: steps to reach the end; exponential: e-folding steps
-    points: List[List[float]] = field(default_factory=list)  # piecewise: [[step, epsilon], ...]
+    points: List[Any] = field(default_factory=list)  # piecewise: [[step, epsilon], ...]
 
 
 @dataclass

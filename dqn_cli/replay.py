@@ -226,7 +226,7 @@ class ReplayBuffer:
     # --------------------------------------------------------------- sampling
     def __len__(self) -> int:
         """Transitions that may be sampled now."""
-        return int(self.valid.sum())
+        return int(np.count_nonzero(self.valid))  # ~10x faster than valid.sum() on a bool array
 
     def can_sample(self, batch_size: int) -> bool:
         return len(self) >= batch_size
@@ -266,31 +266,44 @@ class ReplayBuffer:
 
     def stacked(self, envs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """Rebuild the stacked observations of ``slots``: (B, S, *frame_shape)."""
+        L = self.slots
+        base = envs * L
+        frames = self.frames.reshape(-1, *self.frame_shape)
+        if self.frame_stack == 1:
+            return frames[base + slots][:, None]
         back = np.arange(self.frame_stack - 1, -1, -1)  # S-1 .. 0
-        offset = np.minimum(back[None, :], self.pos[envs, slots][:, None])
-        idx = (slots[:, None] - offset) % self.slots
-        return self.frames[envs[:, None], idx]
+        offset = np.minimum(back[None, :], self.pos.reshape(-1).take(base + slots)[:, None])
+        idx = (slots[:, None] - offset) % L
+        idx += base[:, None]
+        return frames[idx]
 
     def _gather(self, envs: np.ndarray, slots: np.ndarray, weights: np.ndarray) -> Batch:
         """The n-step transitions starting at ``(envs, slots)``, int64 (B,) each."""
         L, n = self.slots, self.n_step
-        k = np.arange(n)
-        window = (slots[:, None] + k) % L  # (B, n)
-        e2 = envs[:, None]
-        ended = self.terminated[e2, window] | self.truncated[e2, window]
-        steps = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, n)  # m, steps taken
-        taken = k[None, :] < steps[:, None]
-        returns = (self.rewards[e2, window] * self._powers[:n] * taken).sum(axis=1, dtype=np.float32)
-        last = (slots + steps - 1) % L
-        discounts = self._powers[steps] * (~self.terminated[envs, last])
-        bootstrap = (slots + steps) % L
+        flat = envs * L + slots
+        if n == 1:  # one step: no window to cut
+            returns = self.rewards.reshape(-1).take(flat)
+            discounts = np.where(self.terminated.reshape(-1).take(flat), np.float32(0), self._powers[1])
+            bootstrap = (slots + 1) % L
+        else:
+            k = np.arange(n)
+            window = (slots[:, None] + k) % L  # (B, n)
+            window += (envs * L)[:, None]  # flat slot ids
+            term = self.terminated.reshape(-1).take(window)
+            ended = term | self.truncated.reshape(-1).take(window)
+            steps = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, n)  # m, steps taken
+            taken = k[None, :] < steps[:, None]
+            rewards = self.rewards.reshape(-1).take(window)
+            returns = (rewards * self._powers[:n] * taken).sum(axis=1, dtype=np.float32)
+            discounts = self._powers[steps] * ~term[np.arange(slots.size), steps - 1]
+            bootstrap = (slots + steps) % L
         return Batch(
             obs=self.stacked(envs, slots),
-            actions=self.actions[envs, slots].astype(np.int64),
+            actions=self.actions.reshape(-1).take(flat).astype(np.int64),
             returns=returns.astype(np.float32),
             next_obs=self.stacked(envs, bootstrap),
             discounts=discounts.astype(np.float32),
-            indices=envs * L + slots,
+            indices=flat,
             weights=weights,
         )
 

@@ -1,0 +1,92 @@
+"""Q-networks: dueling aggregation by value, torso and output shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dqn_cli.config import NetworkConfig
+from dqn_cli.networks import DuelingHead, MLPTorso, NatureCNNTorso, QNetwork, build_network
+
+
+def hand_set_head(aggregator: str) -> DuelingHead:
+    """V(x) = x0 + 0.5; A(x) = (x0, x1, x0 + x1 - 1)."""
+    head = DuelingHead(2, 3, aggregator)
+    with torch.no_grad():
+        head.value.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        head.value.bias.copy_(torch.tensor([0.5]))
+        head.advantage.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        head.advantage.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+    return head
+
+
+def test_dueling_mean_by_value():
+    head = hand_set_head("mean")
+    x = torch.tensor([[1.0, 2.0], [0.0, -3.0]])
+    # row 0: V = 1.5, A = (1, 2, 2), mean 5/3 -> Q = 1.5 + A - 5/3
+    # row 1: V = 0.5, A = (0, -3, -4), mean -7/3 -> Q = 0.5 + A + 7/3
+    expected = torch.tensor([[1.5 + 1 - 5 / 3, 1.5 + 2 - 5 / 3, 1.5 + 2 - 5 / 3],
+                             [0.5 + 0 + 7 / 3, 0.5 - 3 + 7 / 3, 0.5 - 4 + 7 / 3]])  # fmt: skip
+    q = head(x)
+    torch.testing.assert_close(q, expected)
+    torch.testing.assert_close(q.mean(dim=1), torch.tensor([1.5, 0.5]))  # mean Q = V
+
+
+def test_dueling_max_by_value():
+    head = hand_set_head("max")
+    x = torch.tensor([[1.0, 2.0], [0.0, -3.0]])
+    # row 0: max A = 2 -> Q = (0.5, 1.5, 1.5); row 1: max A = 0 -> Q = (0.5, -2.5, -3.5)
+    expected = torch.tensor([[0.5, 1.5, 1.5], [0.5, -2.5, -3.5]])
+    q = head(x)
+    torch.testing.assert_close(q, expected)
+    torch.testing.assert_close(q.max(dim=1).values, torch.tensor([1.5, 0.5]))  # max Q = V
+
+
+def test_dueling_gradients_reach_both_streams():
+    head = hand_set_head("mean")
+    head(torch.randn(4, 2)).sum().backward()
+    assert head.value.weight.grad is not None and head.advantage.weight.grad is not None
+
+
+def test_nature_cnn_shapes_for_atari_frames():
+    torso = NatureCNNTorso((4, 84, 84), hidden=512, activation="relu")
+    obs = torch.randint(0, 256, (5, 4, 84, 84), dtype=torch.uint8)
+    features = torso(obs)
+    assert features.shape == (5, 512) and features.dtype == torch.float32
+    assert torso.fc[0].in_features == 64 * 7 * 7  # 84 -> 20 -> 9 -> 7
+    for dueling in (False, True):
+        cfg = NetworkConfig(name="nature_cnn", dueling=dueling, cnn_hidden=512)
+        net = build_network(cfg, (4, 84, 84), n_actions=6)
+        q = net(obs)
+        assert q.shape == (5, 6) and q.dtype == torch.float32
+        assert isinstance(net.head, DuelingHead) == dueling
+
+
+def test_nature_cnn_scales_frames_to_unit_range():
+    torso = NatureCNNTorso((4, 84, 84), hidden=16, activation="relu")
+    ones = torch.full((1, 4, 84, 84), 255, dtype=torch.uint8)
+    torch.testing.assert_close(torso(ones), torso.fc(torso.conv(torch.ones(1, 4, 84, 84))))
+
+
+def test_mlp_shapes():
+    torso = MLPTorso((2, 4), hidden_sizes=[64, 32], activation="tanh")
+    assert torso.out_dim == 32
+    assert torso(torch.zeros(7, 2, 4)).shape == (7, 32)
+    linears = [m for m in torso.body if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8, 64), (64, 32)]
+    for dueling, agg in ((False, "mean"), (True, "mean"), (True, "max")):
+        cfg = NetworkConfig(name="mlp", hidden_sizes=[32, 32], dueling=dueling, dueling_aggregator=agg)
+        net = build_network(cfg, (1, 4), n_actions=2)
+        assert isinstance(net, QNetwork)
+        assert net(torch.zeros(3, 1, 4)).shape == (3, 2)
+        if dueling:
+            assert net.head.aggregator == agg
+    no_hidden = MLPTorso((1, 4), hidden_sizes=[], activation="relu")
+    assert no_hidden.out_dim == 4
+
+
+def test_build_network_refuses_mismatched_inputs():
+    with pytest.raises(ValueError):
+        build_network(NetworkConfig(name="nature_cnn"), (1, 4), n_actions=2)
+    with pytest.raises(ValueError):
+        build_network(NetworkConfig(name="transformer"), (1, 4), n_actions=2)

@@ -1,0 +1,85 @@
+"""Schedules are pure functions of the env step: checked by value."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dqn_cli.config import ScheduleConfig
+from dqn_cli.schedules import beta_schedule, epsilon_schedule, exponential, linear, piecewise
+
+
+def test_linear_by_value():
+    f = linear(1.0, 0.1, 1000)
+    assert f(0) == 1.0
+    assert f(250) == pytest.approx(0.775)
+    assert f(500) == pytest.approx(0.55)
+    assert f(1000) == pytest.approx(0.1)
+    assert f(5000) == pytest.approx(0.1)  # constant after the end
+    assert f(-10) == 1.0  # never before the start
+    rising = linear(0.4, 1.0, 100)
+    assert rising(25) == pytest.approx(0.55) and rising(100) == pytest.approx(1.0)
+    assert linear(0.3, 0.2, 0)(1) == pytest.approx(0.2)  # zero duration: at the end from step 1
+
+
+def test_exponential_by_value():
+    f = exponential(1.0, 0.05, 1000)
+    assert f(0) == 1.0
+    assert f(1000) == pytest.approx(0.05 + 0.95 * math.exp(-1))  # 0.399486...
+    assert f(1000) == pytest.approx(0.3994860, abs=1e-6)
+    assert f(2000) == pytest.approx(0.05 + 0.95 * math.exp(-2))
+    assert f(10**7) == pytest.approx(0.05)
+    assert f(-5) == 1.0
+    values = [f(s) for s in range(0, 5000, 100)]
+    assert all(a > b for a, b in zip(values, values[1:]))  # strictly decreasing
+
+
+def test_piecewise_by_value():
+    f = piecewise([[0, 1.0], [5000, 0.1], [20000, 0.02]])
+    assert f(0) == 1.0
+    assert f(2500) == pytest.approx(0.55)
+    assert f(5000) == pytest.approx(0.1)
+    assert f(12500) == pytest.approx(0.06)
+    assert f(20000) == pytest.approx(0.02)
+    assert f(10**6) == pytest.approx(0.02)
+    g = piecewise([[100, 0.5], [0, 1.0]])  # given out of order
+    assert g(50) == pytest.approx(0.75) and g(-1) == 1.0
+    h = piecewise([[1000, 0.3], [2000, 0.1]])
+    assert h(0) == 0.3  # constant before the first point
+    assert piecewise([[10, 0.7]])(10**9) == 0.7
+
+
+def test_epsilon_schedule_dispatch():
+    lin = epsilon_schedule(ScheduleConfig(name="linear", epsilon_start=1.0, epsilon_end=0.05,
+                                          epsilon_decay_steps=10_000))  # fmt: skip
+    assert lin(5000) == pytest.approx(0.525) and lin(20_000) == pytest.approx(0.05)
+    exp = epsilon_schedule(ScheduleConfig(name="exponential", epsilon_start=1.0, epsilon_end=0.05,
+                                          epsilon_decay_steps=5000))  # fmt: skip
+    assert exp(5000) == pytest.approx(0.05 + 0.95 / math.e)
+    pw = epsilon_schedule(ScheduleConfig(name="piecewise", points=[[0, 1.0], [100, 0.0]]))
+    assert pw(25) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        epsilon_schedule(ScheduleConfig(name="cosine"))
+
+
+def test_beta_schedule_by_value():
+    for name in ("linear", "piecewise"):
+        beta = beta_schedule(ScheduleConfig(name=name), 0.4, 1.0, 100_000)
+        assert beta(0) == pytest.approx(0.4)
+        assert beta(25_000) == pytest.approx(0.55)
+        assert beta(50_000) == pytest.approx(0.7)
+        assert beta(100_000) == pytest.approx(1.0)
+        assert beta(200_000) == pytest.approx(1.0)
+    beta = beta_schedule(ScheduleConfig(name="exponential"), 0.4, 1.0, 100_000)
+    assert beta(0) == pytest.approx(0.4)
+    assert beta(20_000) == pytest.approx(1.0 - 0.6 / math.e)  # e-folding time: a fifth of training
+    assert beta(100_000) == pytest.approx(1.0 - 0.6 * math.exp(-5))
+    assert 0.99 < beta(100_000) < 1.0  # within 1% of beta_end at the end
+
+
+def test_schedules_are_pure():
+    f = linear(1.0, 0.0, 10)
+    assert [f(s) for s in (3, 7, 3)] == [f(3), f(7), f(3)]
+    g = piecewise([[0, 1.0], [10, 0.0]])
+    assert g(4) == g(4) == pytest.approx(0.6)
