@@ -1,15 +1,31 @@
 """What a run reports: TensorBoard scalars against env steps, a progress bar or log lines.
 
-TensorBoard tags (grouped as in CleanRL / SB3, so users find them):
-``charts/episodic_return``, ``charts/episodic_length``, ``charts/epsilon``,
-``losses/td_loss``, ``losses/q_values``, ``eval/mean_return``,
-``perf/env_steps_per_second``, ``perf/updates_per_second``, and ``per/*``
-when prioritized replay is on. The x-axis is always the env step.
+TensorBoard (``RUN_DIR/tb``), the x-axis is always the env step:
+
+* Scalars, grouped as in CleanRL / SB3 so users find them:
+  ``charts/episodic_return``, ``charts/episodic_length``, ``charts/epsilon``,
+  ``losses/td_loss``, ``losses/q_values``, ``eval/mean_return``,
+  ``perf/env_steps_per_second``, ``perf/updates_per_second``, and ``per/*``
+  when prioritized replay is on.
+* Images: ``eval/video``, one evaluation episode as an animated GIF at each
+  evaluation when ``eval.video=true`` (:meth:`RunLogger.video`).
+* HParams: the run's flattened config and its final results
+  (``hparams/final_eval_mean_return``, ``hparams/best_eval_mean_return``,
+  ``hparams/env_steps_per_second``), written into the run's own ``tb/``, so
+  ``tensorboard --logdir SWEEP_DIR`` compares the jobs of a sweep in one table
+  (:meth:`RunLogger.hparams`).
+
+The terminal: on a terminal a tqdm bar (env steps, steps/s, ETA, recent mean
+return, epsilon), with log lines printed above it; redirected or under a
+multirun, one plain log line every ``log_every`` env steps and never a
+carriage return. The log file gets the plain lines in both cases.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import sys
 import time
 from collections import deque
@@ -18,6 +34,13 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger("dqn")
+
+# The final results shown as metrics in TensorBoard's HParams tab: tag -> summary.json key.
+HPARAM_METRICS = {
+    "hparams/final_eval_mean_return": "final_eval_mean_return",
+    "hparams/best_eval_mean_return": "best_eval_mean_return",
+    "hparams/env_steps_per_second": "env_steps_per_second",
+}
 
 
 def use_progress_bar(mode: str, multirun: bool) -> bool:
@@ -49,10 +72,25 @@ class RunLogger:
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.progress = progress
         self.bar = None
+        self._console = _ConsoleRedirect()
+        self._epsilon = float("nan")
+        self._postfix_time = 0.0
         if progress == "bar":
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, smoothing=0.05)
+            self.bar = tqdm(
+                total=total_steps,
+                initial=start_step,
+                desc="train",
+                unit="step",
+                unit_scale=total_steps >= 100_000,  # 1.23M/10.0M [.., 3.1kstep/s]
+                dynamic_ncols=True,
+                smoothing=0.05,
+                mininterval=0.25,
+                file=sys.stderr,
+            )
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self._console.start()  # log lines go above the bar, not through it
         self._rate_step = start_step
         self._rate_updates = 0
         self._rate_time = time.perf_counter()
@@ -85,39 +123,226 @@ class RunLogger:
     def mean_recent_return(self) -> float:
         return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
 
+    # --------------------------------------------------------------- video
+    def video(self, tag: str, frames: list[np.ndarray], step: int, fps: float | None = None) -> None:
+        """One episode's rgb frames (H, W, 3) uint8 as an animated GIF in TensorBoard's Images tab.
+
+        fps: the frames' real-time rate; None takes ``frames.fps`` when the
+        frames carry one (``dqn_cli.video.EpisodeFrames``), else 30.
+
+        Kept small for the event file: every 2nd frame (more when needed to
+        stay within 300), at most 320 pixels wide; playback stays real-time.
+        ``SummaryWriter.add_video`` would need moviepy; this writes the same
+        kind of ``Summary.Image`` (a GIF) itself. Nothing is written for no frames.
+        """
+        if not frames:
+            return
+        if fps is None:
+            fps = getattr(frames, "fps", 30.0)
+        gif, height, width = encode_gif(frames, fps)
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+    # ------------------------------------------------------------- hparams
+    def hparams(self, config: dict, summary: dict) -> None:
+        """The run's hyperparameters and final results, in TensorBoard's HParams tab.
+
+        config: the nested run config (``to_dict(cfg)``), flattened to dotted
+            keys (``optimizer.lr``); lists and None become strings.
+        summary: the run's summary; the keys of :data:`HPARAM_METRICS` become
+            the metrics, also written as scalars under the same tags.
+
+        Unlike ``SummaryWriter.add_hparams`` (one sub-directory per call) this
+        writes into the run's own ``tb/``, so in ``tensorboard --logdir SWEEP_DIR``
+        every job is one row of the HParams table.
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        hparam_dict = flatten_config(config)
+        metric_dict = {tag: _finite_or_nan(summary.get(key)) for tag, key in HPARAM_METRICS.items()}
+        step = int(summary.get("total_steps", 0) or 0)
+        file_writer = self.writer._get_file_writer()
+        for proto in hparams_summaries(hparam_dict, metric_dict):
+            file_writer.add_summary(proto, step)
+        for tag, value in metric_dict.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
     # ------------------------------------------------------------ terminal
     def advance(self, step: int, epsilon: float) -> None:
         """Move the bar to ``step`` (cheap; called every vector step)."""
         if self.bar is not None:
+            self._epsilon = epsilon
+            now = time.perf_counter()
+            if now - self._postfix_time > 0.5:  # the postfix at most twice a second
+                self._postfix_time = now
+                self.bar.set_postfix_str(self._postfix(), refresh=False)
             self.bar.update(step - self.bar.n)
 
     def status(self, step: int, epsilon: float, sps: float, extra: str = "") -> None:
-        """Refresh the bar's postfix, or print one plain log line."""
+        """Refresh the bar's postfix, or print one plain log line.
+
+        With the bar, the plain line still goes to the log file (not the terminal).
+        """
         ret = self.mean_recent_return
+        if self.progress == "off":
+            return
         if self.bar is not None:
-            self.bar.set_postfix_str(f"return {ret:.1f} eps {epsilon:.3f}{extra}", refresh=False)
-        elif self.progress == "log":
-            elapsed = time.perf_counter() - self._start_time
-            done = step - self._start_step
-            eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
-            log.info(
-                "step %d/%d  %.0f steps/s  return(20) %.1f  eps %.3f  eta %s%s",
-                step, self.total_steps, sps, ret, epsilon, _hms(eta), extra,
-            )  # fmt: skip
+            self._epsilon = epsilon
+            self.bar.set_postfix_str(self._postfix(extra), refresh=False)
+        elapsed = time.perf_counter() - self._start_time
+        done = step - self._start_step
+        eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
+        log.info(
+            "step %d/%d  %.0f steps/s  return(20) %.1f  eps %.3f  eta %s%s",
+            step, self.total_steps, sps, ret, epsilon, _hms(eta), extra,
+            extra={"file_only": self.bar is not None},
+        )  # fmt: skip
+
+    def _postfix(self, extra: str = "") -> str:
+        ret = self.mean_recent_return
+        ret_text = "-" if math.isnan(ret) else f"{ret:.1f}"
+        eps_text = "-" if math.isnan(self._epsilon) else f"{self._epsilon:.3f}"
+        return f"return {ret_text} eps {eps_text}{extra}"
 
     def message(self, text: str) -> None:
-        """A line that does not break the bar."""
-        if self.bar is not None:
-            self.bar.write(text)
-            logging.getLogger("dqn").debug(text)
-        else:
-            log.info(text)
+        """A line that does not break the bar (and reaches the log file)."""
+        if self.bar is not None and not self._console.active:
+            self.bar.write(text)  # no console handler to print it through
+        log.info(text)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        self._console.stop()
         self.writer.flush()
         self.writer.close()
+
+
+# ------------------------------------------------------------------ helpers
+class _ConsoleRedirect:
+    """While the bar lives, console log handlers (stdout/stderr) print through
+    ``tqdm.write``, above the bar; records marked ``file_only`` skip the console.
+
+    Handlers of the root and the "dqn" logger are swapped (Hydra puts its
+    console and file handlers on the root); file handlers are untouched.
+    """
+
+    def __init__(self):
+        self._swapped: list[tuple[logging.Logger, list[logging.Handler]]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._swapped)
+
+    def start(self) -> None:
+        for logger in (logging.getLogger(), log):
+            console = [h for h in logger.handlers if _is_console(h)]
+            if not console:
+                continue
+            self._swapped.append((logger, list(logger.handlers)))
+            logger.handlers = [h if not _is_console(h) else _TqdmHandler(h) for h in logger.handlers]
+
+    def stop(self) -> None:
+        for logger, handlers in self._swapped:
+            logger.handlers = handlers
+        self._swapped = []
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    return type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr)
+
+
+class _TqdmHandler(logging.StreamHandler):
+    """A console handler's stand-in: same stream, level, format and filters, printed with tqdm.write."""
+
+    def __init__(self, original: logging.StreamHandler):
+        super().__init__(original.stream)
+        self.setLevel(original.level)
+        self.setFormatter(original.formatter)
+        for f in original.filters:
+            self.addFilter(f)
+        self.addFilter(lambda record: not getattr(record, "file_only", False))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging must never break training
+            self.handleError(record)
+
+
+def flatten_config(config: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
+    """``{"optimizer": {"lr": 1e-4}}`` -> ``{"optimizer.lr": 1e-4}``; values TensorBoard's
+    HParams accepts: int, float, str and bool as they are; None -> "null"; lists and
+    anything else -> their text (``"[64, 64]"``)."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_config(value, name + "."))
+        elif value is None:
+            out[name] = "null"
+        elif isinstance(value, (bool, int, float, str)):
+            out[name] = value
+        elif isinstance(value, np.generic):
+            out[name] = value.item()
+        else:
+            out[name] = str(list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def encode_gif(
+    frames: list[np.ndarray], fps: float = 30, stride: int = 2, max_frames: int = 300, max_width: int = 320
+) -> tuple[bytes, int, int]:
+    """An animated GIF (looping) of rgb frames (H, W, 3) uint8; returns (bytes, height, width).
+
+    Every ``stride``-th frame (a larger stride when more than ``max_frames``
+    would remain), downscaled by an integer factor to at most ``max_width``
+    pixels wide, played at ``fps / stride`` (real time). One palette for the
+    whole clip, from a few frames spread over it: 10x faster than quantizing
+    each frame, and no colour flicker.
+    """
+    import cv2
+    from PIL import Image
+
+    frames = [np.asarray(f) for f in frames]
+    if len(frames) <= 2:
+        stride = 1
+    stride = max(stride, math.ceil(len(frames) / max_frames), 1)
+    picked = frames[::stride][:max_frames]
+    h, w = picked[0].shape[:2]
+    factor = max(1, math.ceil(w / max_width))
+    size = (w // factor, h // factor)
+
+    def prepare(frame: np.ndarray) -> np.ndarray:
+        frame = frame[..., :3] if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=2)
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.shape[1] != size[0] or frame.shape[0] != size[1]:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        return frame
+
+    small = [prepare(f) for f in picked]
+    sample = np.concatenate(small[:: max(1, len(small) // 8)][:8], axis=0)
+    palette = Image.fromarray(sample).quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in small]
+    duration_ms = max(20, int(round(1000.0 * stride / max(float(fps), 1e-6))))
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue(), size[1], size[0]
+
+
+def _finite_or_nan(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return value if math.isfinite(value) else float("nan")
 
 
 def _hms(seconds: float) -> str:

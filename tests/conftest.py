@@ -18,6 +18,7 @@ TINY = [
     "total_steps=400",
     "learning_starts=100",
     "batch_size=16",
+    "train_every=1",
     "replay.capacity=1000",
     "network.hidden_sizes=[16]",
     "eval.episodes=2",

@@ -1,0 +1,237 @@
+"""Videos of evaluation episodes: rgb frames from the env's own renderer.
+
+The agent plays the evaluation protocol (``training=False``: for Atari the
+full game with raw rewards) on one env made with ``render_mode="rgb_array"``;
+each frame is the real screen from ``env.render()`` (CartPole 400x600, Atari
+210x160), not the network's 84x84 grayscale input.
+
+* :func:`record_episode_frames` plays one episode and returns its frames
+  (the trainer sends them to TensorBoard at each evaluation, ``eval.video=true``);
+* :func:`record_episodes` writes the episodes to ``RUN_DIR/eval.mp4``
+  (``dqn eval ... video=true``), streaming frames to ffmpeg (libx264).
+
+Episode ``i`` is reset with ``seed + i``: the same seed :func:`dqn_cli.evaluate.evaluate`
+gives the first episode of its eval env ``i``, so the video shows episodes
+that were scored (exactly so for the greedy policy).
+
+Classic-control envs draw with pygame (a dependency of dqn); Atari frames
+come from the emulator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.envs import EnvSpec, FrameStacker, env_factory
+
+log = logging.getLogger("dqn")
+
+VIDEO_NAME = "eval.mp4"
+DEFAULT_FPS = 30
+_warned: set[str] = set()  # envs whose missing renderer was reported (once per process)
+
+
+class VideoUnavailable(ConfigError):
+    """The env cannot render rgb frames here (a missing renderer dependency)."""
+
+
+class EpisodeFrames(list):
+    """A list of rgb frames (H, W, 3) uint8 that knows its real-time playback rate ``fps``."""
+
+    def __init__(self, frames=(), fps: float = DEFAULT_FPS):
+        super().__init__(frames)
+        self.fps = float(fps)
+
+
+# -------------------------------------------------------------- rendering
+def _env_name(cfg: EnvConfig) -> str:
+    return cfg.id if cfg.kind == "classic" else str(cfg.game)
+
+
+def _render(env) -> np.ndarray:
+    """One rgb frame (H, W, 3) uint8 of ``env``'s current state.
+
+    Raises VideoUnavailable when the env's renderer cannot run here.
+    """
+    import gymnasium as gym
+
+    try:
+        frame = env.render()
+    except gym.error.DependencyNotInstalled as err:
+        raise VideoUnavailable(
+            f"cannot render {env.spec.id if env.spec else type(env.unwrapped).__name__} for a video: {err}"
+        ) from None
+    if frame is None:
+        raise VideoUnavailable(f"{type(env.unwrapped).__name__}.render() returned no frame (render_mode rgb_array)")
+    frame = np.asarray(frame)
+    if frame.ndim == 2:  # grayscale renderer
+        frame = np.repeat(frame[..., None], 3, axis=2)
+    return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+
+
+def video_fps(env, env_cfg: EnvConfig) -> float:
+    """Real-time playback rate of one frame per agent step.
+
+    Atari: 60 emulator frames/s over ``frame_skip`` frames per step; others:
+    the env's ``metadata["render_fps"]``, else 30.
+    """
+    if env_cfg.kind == "atari":
+        return 60.0 / max(int(env_cfg.frame_skip), 1)
+    fps = (getattr(env, "metadata", None) or {}).get("render_fps")
+    return float(fps) if fps else float(DEFAULT_FPS)
+
+
+def check_video(env_cfg: EnvConfig) -> None:
+    """Raise VideoUnavailable (a ConfigError) now if ``env_cfg``'s env cannot render frames.
+
+    Cheap (one env in this process); meant for up-front validation of ``video=true``.
+    """
+    env = env_factory(env_cfg, training=False, render_mode="rgb_array")()
+    try:
+        env.reset(seed=0)
+        _render(env)
+    finally:
+        env.close()
+
+
+# ----------------------------------------------------------------- playing
+def _play(q_network: torch.nn.Module, env, spec: EnvSpec, seed: int, epsilon: float, device: torch.device,
+          max_frames: int, rng: np.random.Generator) -> Iterator[np.ndarray]:  # fmt: skip
+    """Play one episode on ``env`` (reset with ``seed``); yield its rendered frames:
+    the first screen, then one per agent step, at most ``max_frames`` in all."""
+    frame, _ = env.reset(seed=int(seed))
+    stacker = FrameStacker(1, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
+    obs = stacker.reset(np.asarray(frame, dtype=spec.frame_dtype)[None])
+    yield _render(env)
+    new_episode = np.zeros(1, dtype=bool)
+    for _ in range(max_frames - 1):
+        if epsilon > 0 and rng.random() < epsilon:
+            action = int(rng.integers(spec.n_actions))
+        else:
+            action = int(q_network(torch.from_numpy(obs).to(device)).argmax(dim=1).item())
+        frame, _, terminated, truncated, _ = env.step(action)
+        yield _render(env)
+        if terminated or truncated:
+            return
+        obs = stacker.step(np.asarray(frame, dtype=spec.frame_dtype)[None], new_episode)
+
+
+class _EvalMode:
+    """``with _EvalMode(net):`` eval mode and no autograd, the previous mode restored after."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+        self.grad = torch.no_grad()
+
+    def __enter__(self):
+        self.was_training = self.net.training
+        self.net.eval()
+        self.grad.__enter__()
+        return self.net
+
+    def __exit__(self, *exc):
+        self.grad.__exit__(*exc)
+        self.net.train(self.was_training)
+
+
+def record_episode_frames(
+    q_network: torch.nn.Module,
+    env_cfg: EnvConfig,
+    spec: EnvSpec,
+    seed: int,
+    epsilon: float,
+    device: torch.device,
+    max_frames: int = 2000,
+    strict: bool = False,
+) -> EpisodeFrames:
+    """Play one evaluation-protocol episode with the epsilon-greedy policy; return its rgb frames.
+
+    Returns: up to ``max_frames`` frames, each (H, W, 3) uint8 from ``env.render()``,
+    as a list whose ``fps`` attribute is the real-time rate (:func:`video_fps`).
+    When the env cannot render here (e.g. no pygame for a classic-control env
+    other than CartPole) it logs a warning once and returns [] (a training run
+    goes on without its video); ``strict=True`` raises VideoUnavailable instead.
+    """
+    env = env_factory(env_cfg, training=False, render_mode="rgb_array")()
+    rng = np.random.default_rng(seed)
+    try:
+        with _EvalMode(q_network):
+            frames = _play(q_network, env, spec, seed, epsilon, device, max_frames, rng)
+            return EpisodeFrames(frames, fps=video_fps(env, env_cfg))
+    except VideoUnavailable as err:
+        if strict:
+            raise
+        name = _env_name(env_cfg)
+        if name not in _warned:
+            _warned.add(name)
+            log.warning("no eval video: %s", err)
+        return EpisodeFrames()
+    finally:
+        env.close()
+
+
+def record_episodes(
+    q_network: torch.nn.Module,
+    env_cfg: EnvConfig,
+    spec: EnvSpec,
+    run_dir: Path,
+    seed: int,
+    epsilon: float,
+    device: torch.device,
+    episodes: int = 1,
+    max_frames: int = 20_000,
+) -> Path:
+    """Play ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and write them,
+    one after the other, to ``run_dir/eval.mp4`` (H.264, real-time fps); return its path.
+
+    Frames stream to ffmpeg, so a long Atari game needs no memory for its frames;
+    ``max_frames`` caps each episode. Odd frame sizes are padded to even (yuv420p).
+    The file appears complete or not at all (written beside it, then renamed).
+    Raises VideoUnavailable (a ConfigError) if the env cannot render here.
+    """
+    import imageio.v2 as imageio
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / VIDEO_NAME
+    partial = run_dir / f".{path.stem}.partial{path.suffix}"
+    env = env_factory(env_cfg, training=False, render_mode="rgb_array")()
+    rng = np.random.default_rng(seed)
+    writer = None
+    frames = 0
+    try:
+        with _EvalMode(q_network):
+            for episode in range(episodes):
+                for frame in _play(q_network, env, spec, seed + episode, epsilon, device, max_frames, rng):
+                    if writer is None:
+                        writer = imageio.get_writer(
+                            partial, format="FFMPEG", mode="I", fps=video_fps(env, env_cfg), codec="libx264",
+                            pixelformat="yuv420p", quality=8, macro_block_size=1,
+                        )  # fmt: skip
+                    writer.append_data(_even(frame))
+                    frames += 1
+        writer.close()
+        writer = None
+        os.replace(partial, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+        env.close()
+    log.info("wrote %s (%d episode(s), %d frames)", path, episodes, frames)
+    return path
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """Pad (edge rows/columns repeated) to even height and width, as yuv420p needs."""
+    h, w = frame.shape[:2]
+    if h % 2 == 0 and w % 2 == 0:
+        return frame
+    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")

@@ -1,0 +1,172 @@
+"""What TensorBoard shows after a run: the tags users know, against env steps, and the HParams tab."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from conftest import TINY, run_dqn
+from dqn_cli.metrics import HPARAM_METRICS, RunLogger, encode_gif, flatten_config
+
+TAGS = [
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "losses/td_loss",
+    "losses/q_values",
+    "charts/epsilon",
+    "eval/mean_return",
+    "perf/env_steps_per_second",
+    "perf/updates_per_second",
+]
+PER_TAGS = ["per/beta", "per/mean_importance_weight"]
+TOTAL_STEPS = 400  # TINY's budget
+
+
+def load(tb_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def steps(acc: EventAccumulator, tag: str) -> list[int]:
+    return [e.step for e in acc.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def per_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("per") / "cartpole_per"
+    proc = run_dqn("train", *TINY, "replay=prioritized", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+# ------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_a_run_logs_the_usual_tags_against_env_steps(trained_run):
+    acc = load(trained_run / "tb")
+    tags = set(acc.Tags()["scalars"])
+    missing = [t for t in TAGS if t not in tags]
+    assert not missing, f"missing TensorBoard tags {missing}; have {sorted(tags)}"
+    for tag in TAGS:
+        s = steps(acc, tag)
+        assert s == sorted(s), f"{tag} steps go backwards"
+        assert all(0 < x <= TOTAL_STEPS for x in s), f"{tag} not logged against env steps: {s}"
+    assert steps(acc, "eval/mean_return") == [200, 400]  # eval.every=200 and the final one
+    assert steps(acc, "perf/env_steps_per_second") == [100, 200, 300, 400]  # log_every=100 env steps
+    assert steps(acc, "losses/td_loss")[-1] == TOTAL_STEPS
+    assert not any(t.startswith("per/") for t in tags)  # no PER stats with uniform replay
+
+
+@pytest.mark.slow
+def test_prioritized_replay_adds_its_stats(per_run):
+    acc = load(per_run / "tb")
+    tags = set(acc.Tags()["scalars"])
+    for tag in TAGS + PER_TAGS:
+        assert tag in tags, f"missing {tag}; have {sorted(tags)}"
+    assert steps(acc, "per/beta")[-1] == TOTAL_STEPS
+    beta = [e.value for e in acc.Scalars("per/beta")]
+    assert all(0 < b <= 1 for b in beta) and beta == sorted(beta)  # annealed towards 1
+    assert all(0 < e.value <= 1 for e in acc.Scalars("per/mean_importance_weight"))  # max-normalised
+
+
+@pytest.mark.slow
+def test_hparams_are_in_the_runs_own_tb_dir(trained_run):
+    tb = trained_run / "tb"
+    assert not [p for p in tb.iterdir() if p.is_dir()], "hparams must not go to a sub-directory (add_hparams)"
+    acc = load(tb)
+    content = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"} <= content.keys()
+
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    hp = dict(start.hparams)
+    config = yaml.safe_load((trained_run / ".hydra" / "config.yaml").read_text())
+    assert hp["optimizer.lr"].number_value == pytest.approx(float(config["optimizer"]["lr"]))
+    assert hp["batch_size"].number_value == 16
+    assert hp["replay.capacity"].number_value == 1000
+    assert hp["env.id"].string_value == "CartPole-v1"
+    assert hp["network.hidden_sizes"].string_value == "[16]"
+    assert hp["resume"].string_value == "null"
+
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == set(HPARAM_METRICS)
+
+    summary = json.loads((trained_run / "summary.json").read_text())
+    for tag, key in HPARAM_METRICS.items():
+        (event,) = acc.Scalars(tag)
+        assert event.step == TOTAL_STEPS
+        assert event.value == pytest.approx(summary[key], rel=1e-5, abs=1e-5)
+
+
+# ------------------------------------------------------------- the pieces
+def test_flatten_config_makes_dotted_keys_of_plain_values():
+    flat = flatten_config({"seed": 1, "double_q": True, "resume": None,
+                           "network": {"hidden_sizes": [64, 64], "name": "mlp", "dueling": {"on": False}},
+                           "optimizer": {"lr": 1e-4, "max_grad_norm": None}, "shape": (1, 2),
+                           "gamma": np.float32(0.5)})  # fmt: skip
+    assert flat == {
+        "seed": 1, "double_q": True, "resume": "null", "network.hidden_sizes": "[64, 64]",
+        "network.name": "mlp", "network.dueling.on": False, "optimizer.lr": 1e-4,
+        "optimizer.max_grad_norm": "null", "shape": "[1, 2]", "gamma": 0.5,
+    }  # fmt: skip
+    assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
+
+
+def _decode(data: bytes) -> tuple[int, list[int], tuple[int, int]]:
+    gif = Image.open(io.BytesIO(data))
+    durations = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        durations.append(gif.info["duration"])
+    return gif.n_frames, durations, gif.size
+
+
+def test_encode_gif_keeps_it_small_and_real_time():
+    frames = []
+    for i in range(1000):  # a red block moving over white, as a game screen would
+        frame = np.full((400, 600, 3), 255, dtype=np.uint8)
+        frame[100:140, (i % 280) * 2:(i % 280) * 2 + 40] = (200, 30, 30)
+        frames.append(frame)
+    data, height, width = encode_gif(frames, fps=50)
+    n, durations, size = _decode(data)
+    assert (width, height) == size == (300, 200)  # at most 320 wide, aspect kept
+    assert n <= 300
+    stride = math.ceil(1000 / 300)
+    assert durations[1] == pytest.approx(1000 * stride / 50, abs=10)  # real time
+    short, h, w = encode_gif(frames[:20], fps=50)
+    n, durations, _ = _decode(short)
+    assert n == 10 and durations[1] == pytest.approx(40, abs=10)  # every 2nd frame at 25 fps
+    odd, h, w = encode_gif([np.zeros((41, 63, 3), np.uint8), np.full((41, 63, 3), 255, np.uint8)], fps=15)
+    assert (h, w) == (41, 63) and _decode(odd)[0] == 2
+
+
+def test_run_logger_writes_video_hparams_and_closes(tmp_path):
+    logger = RunLogger(tmp_path / "tb", total_steps=100, progress="off")
+    logger.video("eval/video", [], 10)  # nothing recorded: nothing written
+    frames = [np.zeros((210, 160, 3), dtype=np.uint8) for _ in range(8)]
+    for i, frame in enumerate(frames):
+        frame[100:110, i * 10:i * 10 + 10] = 255  # a moving ball
+    logger.video("eval/video", frames, 50, fps=15)
+    logger.hparams({"seed": 3, "optimizer": {"lr": 3e-4}, "network": {"hidden_sizes": [8]}},
+                   {"total_steps": 100, "final_eval_mean_return": 9.5, "best_eval_mean_return": float("-inf"),
+                    "env_steps_per_second": 123.4})  # fmt: skip
+    logger.close()
+    acc = load(tmp_path / "tb")
+    (image,) = acc.Images("eval/video")
+    assert image.step == 50 and (image.width, image.height) == (160, 210)
+    assert _decode(image.encoded_image_string)[0] == 4  # every 2nd frame
+    assert acc.Scalars("hparams/final_eval_mean_return")[0].value == 9.5
+    assert math.isnan(acc.Scalars("hparams/best_eval_mean_return")[0].value)  # no eval: not -inf
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    ).session_start_info
+    assert start.hparams["optimizer.lr"].number_value == pytest.approx(3e-4)
+    assert start.hparams["network.hidden_sizes"].string_value == "[8]"
