@@ -187,3 +187,18 @@ class DQNAgent:
         self.target_network.load_state_dict(state["target_network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"].cpu())
+
+
+def torch_threads_for(requested: int, env_workers: int) -> int:
+    """Intra-op threads for torch: ``requested`` if > 0, else the cores the env workers leave.
+
+    Torch's default (one thread per core) competes with env subprocesses for
+    the same cores; on a small machine that spin-waiting slows both down by
+    an order of magnitude. ``env_workers``: processes or threads stepping envs
+    besides this one (num_envs for async/ale backends, 0 for sync).
+    """
+    import os
+
+    if requested > 0:
+        return requested
+    return max(1, (os.cpu_count() or 1) - env_workers)

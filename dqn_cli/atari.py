@@ -70,6 +70,7 @@ def _register_ale():
     import ale_py
 
     gym.register_envs(ale_py)
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per env process
     return ale_py
 
 

@@ -82,6 +82,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("what", nargs="?", default="all", choices=["all", "envs", "update", "replay"])
     parser.add_argument("--quick", action="store_true", help="shorter measurements (a few seconds each part)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for update throughput)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for the updates (0 = all cores)")
     args = parser.parse_args(argv)
 
     from dqn_cli.config import ConfigError, EnvConfig, check_device
@@ -92,8 +93,14 @@ def main(argv: list[str]) -> int:
         device = resolve_device(args.device)
     except ConfigError as err:
         parser.exit(2, f"dqn bench: error: {err}\n")
-    seconds = 0.5 if args.quick else 2.0
-    figures: dict = {"device": str(device), "cpu_count": os.cpu_count(), "quick": args.quick}
+    import torch
+
+    from dqn_cli.agent import torch_threads_for
+
+    torch.set_num_threads(torch_threads_for(args.threads, 0))
+    seconds = 0.5 if args.quick else 1.0
+    figures: dict = {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "quick": args.quick}  # fmt: skip
     rows: list[tuple[str, str]] = []
 
     if args.what in ("all", "envs"):
