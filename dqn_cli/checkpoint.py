@@ -12,15 +12,22 @@ Files in ``run_dir/checkpoints/``::
 
 Every file is written to a temporary name in the same directory, fsynced,
 then ``os.replace``d into place, so a kill -9 at any moment leaves the
-previous complete file (RL_NOTES 17).
+previous complete file (RL_NOTES 17). A write that fails (a full disk)
+raises :class:`CheckpointWriteError` and leaves the previous files as they were.
+
+``replay.npz`` is written after the model checkpoint and records the env step
+it belongs to; a resume uses it only when that step is ``last.pt``'s.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +41,18 @@ _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message says why."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (disk full, permissions); the previous one is intact."""
+
+    def __init__(self, path: Path, err: OSError):
+        reason = err.strerror or str(err) or type(err).__name__
+        code = f"{errno.errorcode.get(err.errno, err.errno)}: " if err.errno else ""
+        hint = "; free some disk space" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
+        super().__init__(
+            f"could not write {path} ({code}{reason}); the previous checkpoint in {Path(path).parent} is intact{hint}"
+        )
 
 
 def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
@@ -96,26 +115,88 @@ def save_checkpoint(ckpt_dir: Path, step: int, state: dict, keep: int) -> Path:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     target = step_path(ckpt_dir, step)
-    atomic_write(target, lambda f: torch.save(payload, f))
-    atomic_write(ckpt_dir / "last.pt", lambda f: torch.save(payload, f))
+    _write(target, lambda f: torch.save(payload, f))
+    _write(ckpt_dir / "last.pt", lambda f: torch.save(payload, f))
     for _, old in step_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return target
 
 
-def save_replay(ckpt_dir: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """The replay buffer's arrays, beside (not inside) the model checkpoints."""
+def _write(path: Path, write: Callable[[Any], None]) -> None:
+    try:
+        atomic_write(path, write)
+    except OSError as err:
+        raise CheckpointWriteError(path, err) from err
+
+
+REPLAY_STEP_KEY = "checkpoint_env_steps"
+
+
+def save_replay(ckpt_dir: Path, arrays: dict[str, np.ndarray], step: int) -> Path:
+    """The replay buffer's arrays, beside (not inside) the model checkpoints, tagged with ``step``."""
     path = Path(ckpt_dir) / "replay.npz"
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    _write(path, lambda f: np.savez(f, **arrays, **{REPLAY_STEP_KEY: np.array(step, dtype=np.int64)}))
     return path
 
 
-def load_replay(ckpt_dir: Path) -> dict[str, np.ndarray] | None:
+@contextmanager
+def open_replay(ckpt_dir: Path) -> Iterator[tuple[int, Mapping[str, np.ndarray]] | None]:
+    """``(env_step, arrays)`` of ``replay.npz``, or None when there is none.
+
+    The arrays are read from the open file one at a time as they are asked
+    for, so a large buffer is never held twice in memory. Raises
+    CheckpointError for a damaged file.
+    """
     path = Path(ckpt_dir) / "replay.npz"
     if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+        yield None
+        return
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({_first_line(err)}); "
+                              "delete it to resume without it") from None  # fmt: skip
+    with data:
+        arrays = _OneAtATime(data, path)
+        step = int(arrays[REPLAY_STEP_KEY]) if REPLAY_STEP_KEY in data.files else -1
+        yield step, arrays
+
+
+def load_replay(ckpt_dir: Path) -> dict[str, np.ndarray] | None:
+    """All arrays of ``replay.npz`` in memory (the env-step tag included), or None when there is none."""
+    with open_replay(ckpt_dir) as saved:
+        return None if saved is None else {k: saved[1][k] for k in saved[1]}
+
+
+class _OneAtATime(Mapping):
+    """The members of an open .npz, read on access and cached one at a time."""
+
+    def __init__(self, data, path: Path):
+        self._data, self._path = data, path
+        self._key, self._value = None, None
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key != self._key:
+            if key not in self._data.files:
+                raise KeyError(key)
+            try:
+                value = self._data[key]
+            except Exception as err:
+                raise CheckpointError(f"{self._path} is truncated or corrupt ({_first_line(err)}); "
+                                      "delete it to resume without it") from None  # fmt: skip
+            self._key, self._value = key, value
+        return self._value
+
+    def __iter__(self):
+        return iter(self._data.files)
+
+    def __len__(self) -> int:
+        return len(self._data.files)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:160]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -1,15 +1,28 @@
 """The ``dqn`` console script: subcommand dispatch and the Hydra apps.
 
 ``dqn train ...`` and ``dqn eval ...`` are Hydra apps (every Hydra flag works
-after the subcommand); ``dqn bench`` is a plain argparse tool. User mistakes
-become one line on stderr and exit code 2; ``dqn --debug ...`` (or
-``HYDRA_FULL_ERROR=1``) shows the full traceback instead.
+after the subcommand); ``dqn bench`` is a plain argparse tool.
+
+Exit codes and stderr (one line, no traceback; ``dqn --debug ...`` or
+``HYDRA_FULL_ERROR=1`` shows the full traceback instead):
+
+* 0: done.
+* 2: bad input (a config value, a checkpoint, ``resume=``), refused before
+  any env process starts; nothing of an existing run is touched.
+* 1: a fault during training: the loss or the weights became NaN/inf, an
+  env subprocess died, a checkpoint could not be written (disk full). The
+  last complete checkpoint is kept; the line says how to continue.
+* 130 / 143 (128 + the signal): SIGINT (Ctrl-C) or SIGTERM stopped training
+  after the current step with a checkpoint written, envs and TensorBoard
+  closed; ``dqn train resume=RUN_DIR`` continues. A second signal quits at
+  once without a checkpoint (the last complete one stays), same code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -58,9 +71,9 @@ def _train_task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dqn_cli.checkpoint import CheckpointError
+    from dqn_cli.checkpoint import CheckpointError, CheckpointWriteError
     from dqn_cli.config import ConfigError, to_train_config, validate
-    from dqn_cli.trainer import NonFiniteLoss, train
+    from dqn_cli.trainer import EnvWorkerDied, NonFiniteLoss, train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -72,11 +85,25 @@ def _train_task(cfg) -> float:
 
             train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
         summary = train(train_cfg, run_dir, multirun=multirun)
-    except (ConfigError, CheckpointError, NonFiniteLoss) as err:
+    except (ConfigError, CheckpointError) as err:
         if debug():
             raise
         fail("train", str(err))
+    except (NonFiniteLoss, EnvWorkerDied) as err:
+        if debug():
+            raise
+        fail("train", str(err), code=1)
+    except CheckpointWriteError as err:
+        if debug():
+            raise
+        fail("train", f"{err}; continue later with: dqn train resume={run_dir}", code=1)
+    if summary.get("stopped"):  # SIGINT/SIGTERM, checkpoint written: the job ends normally for Hydra
+        _stopped_by.append(int(summary["signal"]))  # (a sweep lists it as stopped); dqn exits 128 + signal
+        return float("nan")
     return float(summary.get("final_eval_mean_return", float("nan")))
+
+
+_stopped_by: list[int] = []  # signals that stopped a training run in this process
 
 
 def _eval_task(cfg) -> dict:
@@ -119,9 +146,15 @@ def run_hydra(command: str, args: list[str]) -> int:
     sys.argv = [f"dqn {command}", *args]
     try:
         app()
+    except KeyboardInterrupt as err:  # a second signal (trainer.Abort), or a Ctrl-C before training began
+        if debug():
+            raise
+        signum = getattr(err, "signum", signal.SIGINT)
+        fail(command, f"interrupted by {signal.Signals(signum).name}; stopped at once "
+                      "(the last complete checkpoint, if any, is kept)", code=128 + signum)  # fmt: skip
     finally:
         sys.argv[0] = argv0
-    return 0
+    return 128 + _stopped_by[-1] if _stopped_by else 0
 
 
 # ----------------------------------------------------------------------- main

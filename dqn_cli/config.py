@@ -125,7 +125,7 @@ class TrainConfig:
     loss: str = "huber"  # huber | mse
     log_every: int = 1_000  # env steps between training scalars / log lines
     progress: str = "auto"  # auto (bar on a terminal) | bar | log | off
-    torch_threads: int = 0  # 0 = leave torch's default
+    torch_threads: int = 0  # 0 = the cores the env workers leave (at least 1)
     resume: Optional[str] = None  # a run directory to continue
 
 

@@ -59,7 +59,7 @@ class RunLogger:
         tb_dir: TensorBoard directory of the run.
         total_steps: the run's env-step budget (for the bar and ETA).
         start_step: env step the run (re)starts from; TensorBoard points at
-            or after it from an earlier life of the run are purged, so a
+            from an earlier life of the run after it are purged, so a
             resumed curve never forks (RL_NOTES 17).
         progress: "bar", "log" or "off" (already resolved from "auto").
     """
@@ -67,7 +67,8 @@ class RunLogger:
     def __init__(self, tb_dir: Path, total_steps: int, start_step: int = 0, progress: str = "log"):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=start_step if start_step > 0 else None)
+        # an earlier life of the run logged steps <= start_step before its checkpoint; later points are orphans
+        self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=start_step + 1 if start_step > 0 else None)
         self.total_steps = total_steps
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.progress = progress

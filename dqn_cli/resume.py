@@ -2,16 +2,74 @@
 
 The run's saved ``.hydra/config.yaml`` is the config; the command line may
 only change what does not alter the experiment (budget, cadences, device,
-display). Anything else that differs is refused with the key named.
+display). Anything else that differs is refused with the key named, and a
+refused resume writes nothing: the run directory is left as it was.
+
+What a resumed run continues from (``checkpoints/last.pt``, trainer._state):
+online and target networks, optimizer, the agent's exploration generator,
+env-step / update / target-update counters (the epsilon and PER-beta
+schedules are functions of the env step, so their position is the step),
+python / numpy / torch (and CUDA) RNG states, episode statistics, wall time
+over all lives of the run, and the config. With ``checkpoint.save_replay=true``
+also the replay buffer (``checkpoints/replay.npz``: its arrays, sampling
+generator and PER priorities), tagged with the env step it was saved at.
+
+Exact resume
+------------
+A resumed run takes the same steps as the uninterrupted one (bitwise equal
+parameters after the same env steps, on CPU with a fixed seed and the same
+``torch_threads``) when all of these hold:
+
+* ``checkpoint.save_replay=true`` and ``replay.npz`` is from the same env step
+  as ``last.pt`` (the trainer warns and starts an empty buffer otherwise);
+* the envs are Gymnasium classic-control envs (CartPole, Acrobot,
+  MountainCar), on the ``sync`` or ``async`` backend. Their whole simulator
+  state is plain numbers, so it is saved in the checkpoint
+  (:func:`capture_envs`): ``unwrapped.state``, ``steps_beyond_terminated``,
+  the env's ``np_random`` bit-generator state (it draws the next episode's
+  start), ``TimeLimit._elapsed_steps``, and the agent's current stacked
+  observations. On resume the envs are reset, then overwritten with that
+  state (:func:`restore_envs`), so episodes in progress continue where they
+  were and episode statistics continue too.
+
+Otherwise the resume is *continuing but not exact*, and these are the
+reasons, precisely:
+
+* Atari (any backend) and other Gymnasium envs: the emulator / physics state
+  is not plain data (ALE's state lives in C++; ``cloneState`` would need the
+  preprocessing wrappers' no-op RNG, max-pool buffer, life counter and frame
+  counter too, and the ``ale`` backend's threads hold their own state), so
+  it is not saved. The envs start fresh episodes, seeded ``seed + env_step + i``
+  (reproducible, but not the episodes the uninterrupted run would have
+  continued); the partial episodes in progress at the checkpoint are dropped
+  from the statistics. Everything learned (networks, optimizer, counters,
+  schedules, RNGs, replay when saved) continues exactly; only the env
+  trajectory after the resume differs.
+* Without ``replay.npz`` (or with one from another step than ``last.pt``,
+  after a kill between the two writes) the buffer restarts empty: updates
+  wait until it holds ``batch_size`` transitions, then catch up on the ones
+  owed meanwhile (about ``batch_size / train_every``, on those few
+  transitions), and every batch differs from the uninterrupted run's.
+* On CUDA, cuBLAS/cuDNN kernels are not bitwise reproducible run to run, so
+  even an uninterrupted run repeated is not bitwise equal; a resume is as
+  close as that.
+
+TensorBoard: the writer reopens ``tb/`` with ``purge_step`` = the
+checkpoint's env step, so points an earlier life wrote at or after it (after
+a kill -9, the steps between the last checkpoint and the kill) are dropped
+by TensorBoard and the curve does not fork.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
+import torch
 from omegaconf import OmegaConf
 
-from dqn_cli.config import ConfigError, TrainConfig, to_train_config, validate
+from dqn_cli.config import ConfigError, EnvConfig, TrainConfig, to_dict, to_train_config, validate
 
 # keys a resumed run may change; everything else must match the saved config
 CHANGEABLE = ("total_steps", "checkpoint", "eval", "log_every", "progress", "device", "torch_threads", "resume")
@@ -27,7 +85,9 @@ def _resume_value(args: list[str]) -> str | None:
 def rewrite_resume_args(args: list[str]) -> list[str]:
     """Point Hydra's run dir at the run being resumed; refuse what is not a run.
 
-    Raises ValueError with a one-line message.
+    Hydra is told not to write ``.hydra/`` (the run's own config stays as it
+    is until the resume is known to be valid). Raises ValueError with a
+    one-line message.
     """
     value = _resume_value(args)
     if value in (None, "", "null"):
@@ -38,11 +98,15 @@ def rewrite_resume_args(args: list[str]) -> list[str]:
     if not run_dir.is_dir():
         raise ValueError(f"resume={value}: no such directory; pass a run directory such as outputs/DATE/TIME_cartpole")
     if not (run_dir / ".hydra" / "config.yaml").is_file():
-        raise ValueError(f"resume={value} is not a dqn run (no .hydra/config.yaml in it); pass the run directory itself")
+        sweep = (run_dir / "multirun.yaml").is_file()
+        hint = " (it is a sweep directory: pass one of its job directories)" if sweep else ""
+        raise ValueError(
+            f"resume={value} is not a dqn run (no .hydra/config.yaml in it){hint}; pass the run directory itself"
+        )
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise ValueError(f"resume={value} has no checkpoints/last.pt to continue from; start a new run instead")
-    absolute = str(run_dir.resolve())
-    rest = [a for a in args if not a.startswith(("resume=", "+resume=", "hydra.run.dir="))]
+    absolute = "'" + str(run_dir.resolve()).replace("'", "\\'") + "'"  # one Hydra value, whatever the path holds
+    rest = [a for a in args if not a.startswith(("resume=", "+resume=", "hydra.run.dir=", "hydra.output_subdir="))]
     return [*rest, f"resume={absolute}", f"hydra.run.dir={absolute}", "hydra.output_subdir=null"]
 
 
@@ -51,9 +115,15 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
 
     composed: the config Hydra composed for this command (defaults + overrides).
     overrides: the command line's task overrides, e.g. ["resume=...", "total_steps=100000"].
+    Raises ConfigError (one line) on a conflicting override; writes nothing
+    (:func:`save_config` records the result once the checkpoint is known good).
     """
     saved_path = Path(run_dir) / ".hydra" / "config.yaml"
-    saved = OmegaConf.load(saved_path)
+    try:
+        saved = OmegaConf.load(saved_path)
+    except Exception as err:  # yaml / omegaconf errors of a damaged file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"resume: {saved_path} is unreadable ({first[:160]}); it is not a usable dqn run") from None
     saved_cfg = to_train_config(saved)
     fresh = OmegaConf.structured(composed)
     merged = OmegaConf.structured(saved_cfg)
@@ -72,12 +142,125 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
                 "a resumed run keeps its env, network, replay and agent settings (start a new run to change them)"
             )
     OmegaConf.update(merged, "resume", str(run_dir), merge=False)
-    result = validate(to_train_config(merged))
-    OmegaConf.save(OmegaConf.structured(result), saved_path)
-    return result
+    return validate(to_train_config(merged))
+
+
+def save_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """Record a resumed run's config (new total_steps, cadences) in its ``.hydra/config.yaml``, atomically."""
+    from dqn_cli.checkpoint import atomic_write
+
+    text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    atomic_write(Path(run_dir) / ".hydra" / "config.yaml", lambda f: f.write(text.encode()))
+
+
+# what must agree between the run's config and its checkpoint for the weights and replay to fit
+_IDENTITY = {
+    "env": ("kind", "id", "game", "num_envs", "frame_stack", "screen_size"),
+    "network": ("name", "hidden_sizes", "activation", "dueling", "cnn_hidden"),
+    "replay": ("name", "capacity"),
+}
+
+
+def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> dict:
+    """Refuse a checkpoint that does not belong to this run's config, or a run with nothing left to do.
+
+    Returns the checkpoint's counters. Raises CheckpointError / ConfigError (one line).
+    """
+    from dqn_cli.checkpoint import CheckpointError
+
+    missing = [k for k in ("counters", "agent", "config", "rng") if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; it cannot continue a run")
+    saved, now = state["config"], to_dict(cfg)
+    for group, keys in _IDENTITY.items():
+        for key in keys:
+            old, new = saved.get(group, {}).get(key), now[group][key]
+            if old is not None and old != new:
+                raise CheckpointError(
+                    f"checkpoint {path} was saved for {group}.{key}={old!r} but the run's config has {new!r}; "
+                    "the checkpoint belongs to another run"
+                )
+    counters = state["counters"]
+    done = int(counters.get("env_steps", 0))
+    if done > cfg.total_steps or (done == cfg.total_steps and counters.get("finished", False)):
+        state_word = "finished" if counters.get("finished", False) else "stopped"
+        raise ConfigError(
+            f"resume: the run {state_word} at {done} env steps and total_steps={cfg.total_steps}; "
+            f"pass a larger budget, e.g. total_steps={max(2 * done, done + 1)}"
+        )
+    return counters
+
+
+# ------------------------------------------------------------- env state
+_EXACT_MODULE = "gymnasium.envs.classic_control."
+_SIM_ATTRS = ("state", "steps_beyond_terminated")  # a classic-control simulator's whole mutable state
+
+
+def capture_envs(envs, stacker, env_cfg: EnvConfig) -> dict | None:
+    """The training envs' simulator state and the agent's stacked observations, as
+    tensors, lists and numbers; None where the envs cannot be restored exactly
+    (see the module docstring). Call between steps (the vector env idle)."""
+    if env_cfg.kind != "classic":
+        return None
+    units = envs.get_attr("unwrapped")  # async: the small env objects pickled back from the workers
+    if not all(type(u).__module__.startswith(_EXACT_MODULE) for u in units):
+        return None
+    sim = {}
+    for attr in _SIM_ATTRS:
+        if all(hasattr(u, attr) for u in units):
+            sim[attr] = [_plain_value(getattr(u, attr)) for u in units]
+    limited = all(envs.call("has_wrapper_attr", "_elapsed_steps"))
+    return {
+        "kind": "classic_control",
+        "env_type": type(units[0]).__name__,
+        "sim": sim,
+        "np_random": [u.np_random.bit_generator.state for u in units],
+        "elapsed_steps": [int(s) for s in envs.get_attr("_elapsed_steps")] if limited else None,
+        "obs": torch.from_numpy(np.array(stacker.obs, copy=True)),
+    }
+
+
+def restore_envs(envs, stacker, saved: dict | None) -> bool:
+    """Put the envs (already reset) and the frame stacks back where :func:`capture_envs`
+    found them; False (nothing changed) when there is nothing to restore."""
+    if not saved or saved.get("kind") != "classic_control":
+        return False
+    units = envs.get_attr("unwrapped")
+    if type(units[0]).__name__ != saved["env_type"] or len(units) != len(saved["np_random"]):
+        return False
+    if tuple(saved["obs"].shape) != stacker.obs.shape:
+        return False
+    for attr, values in saved["sim"].items():
+        envs.set_attr(attr, [_array_value(v) for v in values])
+    generators = []
+    for state in saved["np_random"]:
+        g = np.random.Generator(getattr(np.random, state["bit_generator"])())
+        g.bit_generator.state = state
+        generators.append(g)
+    envs.set_attr("np_random", generators)
+    if saved["elapsed_steps"] is not None:
+        envs.set_attr("_elapsed_steps", list(saved["elapsed_steps"]))
+    stacker.obs[...] = saved["obs"].numpy()
+    return True
+
+
+def _plain_value(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, (tuple, list)):
+        return torch.from_numpy(np.asarray(value).copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _array_value(value):
+    return value.numpy().copy() if isinstance(value, torch.Tensor) else value
 
 
 def _plain(value):
     if OmegaConf.is_config(value):
         return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
     return value

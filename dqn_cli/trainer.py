@@ -21,14 +21,17 @@ import logging
 import random
 import signal
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium.vector import AsyncVectorEnv
 
 from dqn_cli import checkpoint as ckpt
-from dqn_cli.agent import DQNAgent
+from dqn_cli import resume
+from dqn_cli.agent import DQNAgent, torch_threads_for
 from dqn_cli.config import ConfigError, TrainConfig, to_dict
 from dqn_cli.envs import EpisodeStats, FrameStacker, describe_env, final_observations, info_array, make_vector_env
 from dqn_cli.evaluate import evaluate, make_eval_env
@@ -61,16 +64,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class StopRequested(BaseException):
+    """Raised by :class:`StopRequest` inside :meth:`StopRequest.abandoning`: the work in
+    progress (an evaluation) is dropped so the run can checkpoint and exit now."""
+
+
+class Abort(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: quit at once, without a checkpoint (the last complete one stays)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class StopRequest:
     """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the
-    current step (checkpoint, clean exit); a second one exits at once."""
+    current step (checkpoint, clean exit with 128 + the signal number); a
+    second one raises :class:`Abort` at once."""
 
     def __init__(self):
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
+        self._abandon = False
 
     def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGUSR2: SLURM's warning before the time limit (submitit's --signal=USR2@120)
+        for sig in (signal.SIGINT, signal.SIGTERM, *([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
@@ -79,10 +98,21 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None:
-            raise KeyboardInterrupt  # second signal: stop now
+            raise Abort(signum)  # second signal: stop now
         self.signal = signum
         log.warning("%s received: finishing this step and saving a checkpoint (again to quit at once)",
                     signal.Signals(signum).name)
+        if self._abandon:
+            raise StopRequested
+
+    @contextmanager
+    def abandoning(self):
+        """Inside, the first signal also interrupts the work at once (it raises StopRequested)."""
+        self._abandon = True
+        try:
+            yield
+        finally:
+            self._abandon = False
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -104,74 +134,106 @@ class Counters:
     last_eval_mean: float = float("nan")
     last_eval_std: float = float("nan")
     wall_seconds: float = 0.0  # over all lives of the run
+    finished: bool = False  # the final evaluation is done
 
 
 def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
-    """Train one agent into ``run_dir``; return the summary (also written to summary.json)."""
+    """Train one agent into ``run_dir``; return the summary (also written to summary.json).
+
+    A SIGINT/SIGTERM stops it after the current step with a checkpoint and
+    returns ``{"stopped": True, "signal": N, ...}`` instead (no summary.json).
+    Raises ConfigError / CheckpointError for bad input (before any env starts,
+    but for weights or a replay.npz that turn out not to fit on resume),
+    NonFiniteLoss, EnvWorkerDied, CheckpointWriteError, or Abort (a second signal).
+    """
     run_dir = Path(run_dir)
     spec = describe_env(cfg.env)  # validates the env before any process starts
     E = cfg.env.num_envs
     check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
     device = resolve_device(cfg.device)
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    env_workers = E if cfg.env.vectorization in ("async", "ale") else 0
+    torch.set_num_threads(torch_threads_for(cfg.torch_threads, env_workers))
     seed_everything(cfg.seed)
 
     resume_state = None
-    if cfg.resume:
-        resume_state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    if cfg.resume:  # refuse a bad or foreign checkpoint, or a finished run, before anything starts
+        last = run_dir / "checkpoints" / "last.pt"
+        resume_state = ckpt.load_checkpoint(last)
+        resume.check_resumable(resume_state, cfg, last)
 
-    # Env processes start before CUDA initialises (RL_NOTES 4).
-    envs = make_vector_env(cfg.env, E, cfg.seed, training=True)
-    eval_envs = None
-    try:
-        q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
-        agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device, seed=cfg.seed)
-        replay = build_replay(cfg, spec)
-        epsilon = epsilon_schedule(cfg.schedule)
-        beta = beta_schedule(cfg.schedule, cfg.replay.beta_start, cfg.replay.beta_end, cfg.total_steps)
-        stats = EpisodeStats(E)
-        n = Counters()
-        reset_seed = cfg.seed
-        if resume_state is not None:
-            n = _restore(resume_state, agent, stats, replay, run_dir, cfg)
-            reset_seed = cfg.seed + n.env_steps  # fresh episodes, still reproducible
-            stats = EpisodeStats(E)  # envs restart their episodes
-            log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
+    envs = eval_envs = logger = None
+    n = Counters()
+    clean_exit = False
+    with StopRequest() as stop:
+        try:
+            # Env processes start before CUDA initialises (RL_NOTES 4).
+            envs = _start_workers(make_vector_env, cfg.env, E, cfg.seed, training=True)
+            q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
+            agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device, seed=cfg.seed)
+            replay = build_replay(cfg, spec)
+            epsilon = epsilon_schedule(cfg.schedule)
+            beta = beta_schedule(cfg.schedule, cfg.replay.beta_start, cfg.replay.beta_end, cfg.total_steps)
+            stats = EpisodeStats(E)
+            stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
+            reset_seed = cfg.seed
+            if resume_state is not None:
+                n = _restore(resume_state, agent, replay, run_dir)
+                reset_seed = cfg.seed + n.env_steps  # fresh episodes when the envs cannot continue (resume.py)
+            frames, _ = envs.reset(seed=[reset_seed + i for i in range(E)])
+            obs = stacker.reset(frames)
+            if resume_state is not None:
+                if resume.restore_envs(envs, stacker, resume_state.get("envs")):  # episodes continue exactly
+                    stats.load_state_dict(resume_state["episode_stats"])
+                resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
+                log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
 
-        logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
-        stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
-        frames, _ = envs.reset(seed=[reset_seed + i for i in range(E)])
-        obs = stacker.reset(frames)
-        started = time.perf_counter()
-        wall_before = n.wall_seconds
-        last_log = n.env_steps
+            logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
+            started = time.perf_counter()
+            wall_before = n.wall_seconds
+            last_log = n.env_steps
+            saved_step = n.env_steps if resume_state is not None else -1
 
-        def run_state() -> dict:
-            n.wall_seconds = wall_before + time.perf_counter() - started
-            return _state(cfg, spec, n, agent, stats)
+            def save() -> None:
+                nonlocal saved_step
+                if not all(bool(torch.isfinite(p).all()) for p in q_network.parameters()):
+                    raise NonFiniteLoss(n.env_steps, float("nan"), "the network's parameters")
+                n.wall_seconds = wall_before + time.perf_counter() - started
+                state = _state(cfg, spec, n, agent, stats, resume.capture_envs(envs, stacker, cfg.env))
+                path = ckpt.save_checkpoint(run_dir / "checkpoints", n.env_steps, state, cfg.checkpoint.keep)
+                if cfg.checkpoint.save_replay:
+                    ckpt.save_replay(run_dir / "checkpoints", replay.state_dict(), n.env_steps)
+                saved_step = n.env_steps
+                logger.message(f"checkpoint {path}")
 
-        def save() -> None:
-            path = ckpt.save_checkpoint(run_dir / "checkpoints", n.env_steps, run_state(), cfg.checkpoint.keep)
-            if cfg.checkpoint.save_replay:
-                ckpt.save_replay(run_dir / "checkpoints", replay.state_dict())
-            logger.message(f"checkpoint {path}")
+            def run_eval() -> None:
+                nonlocal eval_envs
+                try:
+                    with stop.abandoning():  # an evaluation can take minutes: a signal drops it
+                        if eval_envs is None:
+                            eval_envs = _start_workers(make_eval_env, cfg.env, cfg.eval.episodes, cfg.seed)
+                        result = evaluate(q_network, eval_envs, spec, cfg.eval.episodes, cfg.seed + 10_000,
+                                          cfg.eval.epsilon, device)  # fmt: skip
+                        video = None
+                        if cfg.eval.video:  # one rendered episode into TensorBoard's Images tab
+                            from dqn_cli.video import record_episode_frames
 
-        def run_eval() -> None:
-            nonlocal eval_envs
-            if eval_envs is None:
-                eval_envs = make_eval_env(cfg.env, cfg.eval.episodes, cfg.seed)
-            result = evaluate(q_network, eval_envs, spec, cfg.eval.episodes, cfg.seed + 10_000,
-                              cfg.eval.epsilon, device)  # fmt: skip
-            s = result.summary()
-            n.evaluations += 1
-            n.last_eval_mean, n.last_eval_std = s["mean_return"], s["std_return"]
-            n.best_eval_return = max(n.best_eval_return, s["mean_return"])
-            logger.scalars({"eval/mean_return": s["mean_return"], "eval/std_return": s["std_return"],
-                            "eval/mean_length": s["mean_length"]}, n.env_steps)  # fmt: skip
-            logger.message(f"eval at step {n.env_steps}: return {s['mean_return']:.1f} +- {s['std_return']:.1f}")
+                            video = record_episode_frames(q_network, cfg.env, spec, cfg.seed + 20_000,
+                                                          cfg.eval.epsilon, device)  # fmt: skip
+                except StopRequested:
+                    _close_envs(eval_envs, force=True)
+                    eval_envs = None
+                    logger.message(f"evaluation at step {n.env_steps} abandoned")
+                    return
+                s = result.summary()
+                n.evaluations += 1
+                n.last_eval_mean, n.last_eval_std = s["mean_return"], s["std_return"]
+                n.best_eval_return = max(n.best_eval_return, s["mean_return"])
+                logger.scalars({"eval/mean_return": s["mean_return"], "eval/std_return": s["std_return"],
+                                "eval/mean_length": s["mean_length"]}, n.env_steps)  # fmt: skip
+                logger.message(f"eval at step {n.env_steps}: return {s['mean_return']:.1f} +- {s['std_return']:.1f}")
+                if video is not None:
+                    logger.video("eval/video", video, n.env_steps)
 
-        with StopRequest() as stop:
             while n.env_steps < cfg.total_steps and not stop:
                 # Act: epsilon-greedy over all envs at once, then step them.
                 eps = epsilon(n.env_steps)
@@ -182,8 +244,10 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
                 replay.add(obs, actions, rewards, terminated, truncated, final_observations(infos, ended, frames))
                 game_over = info_array(infos, "game_over", ended, ended)
                 raw_rewards = info_array(infos, "raw_reward", rewards, ended)
-                for episodic_return, length in stats.update(raw_rewards, game_over):
-                    logger.episode(episodic_return, length, n.env_steps + E)
+                # env i's part of this vector step is env step n + i + 1: at most one point per step
+                finished = stats.update(raw_rewards, game_over)
+                for i, (episodic_return, length) in zip(np.flatnonzero(game_over), finished):
+                    logger.episode(episodic_return, length, n.env_steps + int(i) + 1)
                 obs = stacker.step(frames, ended)
                 n.env_steps += E
 
@@ -216,35 +280,146 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
                 if _crossed(n.env_steps, E, cfg.checkpoint.every) and n.env_steps < cfg.total_steps:
                     save()
 
-            if stop:
-                save()
+            if not stop:
+                run_eval()  # the final evaluation, reported in summary.json
+            if stop:  # SIGINT/SIGTERM: checkpoint where we are; `resume=` continues from here
+                if saved_step != n.env_steps:
+                    save()
                 logger.message(f"stopped at env step {n.env_steps}; continue with: dqn train resume={run_dir}")
-                logger.close()
-                return {"stopped": True, "total_steps": n.env_steps}
-
-            run_eval()  # the final evaluation, reported in summary.json
+                clean_exit = True
+                return {"stopped": True, "signal": stop.signal, "total_steps": n.env_steps}
+            n.finished = True
             save()
-        summary = _summary(cfg, n, replay)
-        logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
-        logger.close()
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("final eval return %.1f +- %.1f (best %.1f); %d env steps in %.1f s (%.0f steps/s)",
-                 summary["final_eval_mean_return"], summary["final_eval_std_return"],
-                 summary["best_eval_mean_return"], n.env_steps, summary["wall_seconds"],
-                 summary["env_steps_per_second"])  # fmt: skip
-        return summary
-    finally:
-        envs.close()
-        if eval_envs is not None:
-            eval_envs.close()
+            summary = _summary(cfg, n, replay)
+            logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
+            logger.hparams(to_dict(cfg), summary)
+            clean_exit = True
+        except WORKER_GONE as err:  # an env subprocess died: name it, do not hang on it
+            raise EnvWorkerDied(err, cfg.env, n.env_steps, run_dir, envs=envs, eval_envs=eval_envs) from None
+        finally:  # after an error or a second signal, workers are killed rather than waited for
+            _close_envs(eval_envs, force=not clean_exit)
+            _close_envs(envs, force=not clean_exit)
+            if logger is not None:
+                logger.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("final eval return %.1f +- %.1f (best %.1f); %d env steps in %.1f s (%.0f steps/s)",
+             summary["final_eval_mean_return"], summary["final_eval_std_return"],
+             summary["best_eval_mean_return"], n.env_steps, summary["wall_seconds"],
+             summary["env_steps_per_second"])  # fmt: skip
+    return summary
 
 
 class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int, value: float):
+    def __init__(self, step: int, value: float, what: str = "the TD loss"):
         super().__init__(
-            f"the TD loss became {value} at env step {step}; training stopped, the last good checkpoint is kept "
+            f"{what} became {value} at env step {step}; training stopped, the last good checkpoint is kept "
             "(try a lower optimizer.lr, loss=huber, or optimizer.max_grad_norm=10)"
         )
+
+
+# ------------------------------------------------------------ env workers
+# what a dead env subprocess looks like from the parent's end of its pipe
+WORKER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
+
+
+class EnvWorkerDied(RuntimeError):
+    """An env subprocess died (killed, crashed, out of memory): the message names it."""
+
+    def __init__(self, err: BaseException, env_cfg, step: int, run_dir: Path, envs=None, eval_envs=None):
+        name = env_cfg.id if env_cfg.kind == "classic" else env_cfg.game
+        dead = [f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
+                for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})]  # fmt: skip
+        what = "; ".join(dead) if dead else f"an env worker of {name} stopped answering ({type(err).__name__})"
+        super().__init__(
+            f"{what} at env step {step}; training stopped, the last checkpoint is kept "
+            f"(continue with: dqn train resume={run_dir})"
+        )
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _async_env(envs) -> AsyncVectorEnv | None:
+    """The AsyncVectorEnv inside a (possibly wrapped) vector env; None for in-process backends."""
+    while envs is not None and not isinstance(envs, AsyncVectorEnv):
+        envs = getattr(envs, "env", None)
+    return envs
+
+
+def _worker_processes(envs) -> list:
+    vec = _async_env(envs)
+    return list(vec.processes) if vec is not None else []
+
+
+def _dead_workers(labelled_envs: dict, wait: float = 2.0) -> list[tuple[str, int, int, object]]:
+    """(label, index, number of workers, process) of the workers of the vector envs that are gone;
+    waits up to ``wait`` seconds for one (a pipe breaks a moment before its process is reaped)."""
+    workers = [(label, i, len(procs), p) for label, vec in labelled_envs.items()
+               for procs in [_worker_processes(vec)] for i, p in enumerate(procs)]  # fmt: skip
+    deadline = time.monotonic() + wait
+    while True:
+        dead = [w for w in workers if not w[3].is_alive()]
+        if dead or not workers or time.monotonic() > deadline:
+            return dead
+        time.sleep(0.05)
+
+
+def _start_workers(make, env_cfg, *args, **kwargs):
+    """``make(env_cfg, *args, **kwargs)`` with SIGINT and SIGTERM blocked while env subprocesses start.
+
+    The workers inherit the blocked mask: a Ctrl-C (sent to the whole process
+    group) or a SIGTERM to the group reaches only the trainer, which saves a
+    checkpoint and then closes the workers itself. In this process the
+    signals are only delayed until the workers are up.
+    """
+    if env_cfg.vectorization == "async":
+        # multiprocessing starts its resource tracker with the first worker and *unblocks*
+        # SIGINT/SIGTERM afterwards, which would undo the mask: start it first.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    blocked = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        return make(env_cfg, *args, **kwargs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _close_envs(envs, force: bool) -> None:
+    """Close a vector env. ``force``: after an error or a second signal, kill its workers
+    (they ignore SIGINT/SIGTERM, and one may be dead) instead of waiting for them."""
+    if envs is None:
+        return
+    if not force:
+        envs.close()
+        return
+    vec = _async_env(envs)
+    if vec is None:
+        try:
+            envs.close()
+        except Exception as err:  # a half-closed env must not hide the error that got us here
+            log.debug("closing envs after an error: %s", err)
+        return
+    for p in vec.processes:
+        if p.is_alive():
+            p.kill()
+    for p in vec.processes:
+        p.join()
+    # the workers are gone: release the pipes and mark the env closed ourselves (gymnasium's
+    # close() would first try to read the answer to a pending step from the dead pipes)
+    for pipe in vec.parent_pipes:
+        if pipe is not None:
+            pipe.close()
+    vec.closed = True
 
 
 def _crossed(step: int, stride: int, every: int) -> bool:
@@ -276,7 +451,7 @@ def _summary(cfg: TrainConfig, n: Counters, replay) -> dict:
 
 
 # --------------------------------------------------------------- checkpoints
-def _state(cfg: TrainConfig, spec, n: Counters, agent: DQNAgent, stats: EpisodeStats) -> dict:
+def _state(cfg: TrainConfig, spec, n: Counters, agent: DQNAgent, stats: EpisodeStats, envs: dict | None) -> dict:
     """Everything needed to continue the run: tensors, plain containers and numbers only."""
     np_state = np.random.get_state()
     rng = {
@@ -294,12 +469,23 @@ def _state(cfg: TrainConfig, spec, n: Counters, agent: DQNAgent, stats: EpisodeS
         "agent": agent.state_dict(),
         "episode_stats": stats.state_dict(),
         "rng": rng,
+        "envs": envs,  # the envs' simulator state where it can be restored exactly (resume.capture_envs)
     }
 
 
-def _restore(state: dict, agent: DQNAgent, stats: EpisodeStats, replay, run_dir: Path, cfg: TrainConfig) -> Counters:
-    agent.load_state_dict(state["agent"])
-    n = Counters(**state["counters"])
+def _restore(state: dict, agent: DQNAgent, replay, run_dir: Path) -> Counters:
+    """Networks, optimizer, counters, RNGs and (when replay.npz matches) the replay buffer of ``state``."""
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()
+        raise ckpt.CheckpointError(
+            f"checkpoint {run_dir / 'checkpoints' / 'last.pt'} does not fit this run's network or optimizer "
+            f"({(first[1] if len(first) > 1 else first[0]).strip()[:160] if first else type(err).__name__})"
+        ) from None
+    known = {f.name for f in fields(Counters)}
+    n = Counters(**{k: v for k, v in state["counters"].items() if k in known})
+    n.finished = False
     rng = state["rng"]
     random.setstate(_as_tuple(rng["python"]))
     kind, keys, *rest = rng["numpy"]
@@ -307,10 +493,21 @@ def _restore(state: dict, agent: DQNAgent, stats: EpisodeStats, replay, run_dir:
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    if cfg.checkpoint.save_replay:
-        arrays = ckpt.load_replay(run_dir / "checkpoints")
-        if arrays is not None:
-            replay.load_state_dict(arrays)
+    with ckpt.open_replay(run_dir / "checkpoints") as saved:
+        if saved is None:
+            log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
+        elif saved[0] != n.env_steps:
+            log.warning("replay.npz is from env step %d, last.pt from %d: the replay buffer starts empty",
+                        saved[0], n.env_steps)  # fmt: skip
+        else:
+            try:
+                replay.load_state_dict(saved[1])
+            except (ValueError, KeyError) as err:
+                raise ckpt.CheckpointError(
+                    f"{run_dir / 'checkpoints' / 'replay.npz'} does not fit this run's replay buffer ({err}); "
+                    "delete it to resume with an empty buffer"
+                ) from None
+            log.info("replay buffer restored: %d transitions", len(replay))
     return n
 
 

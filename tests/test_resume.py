@@ -1,0 +1,236 @@
+"""`dqn train resume=RUN_DIR`: full-state checkpoints, exact resume, TensorBoard continuity,
+and refusals that leave the run untouched (SPEC.md "Faults", "Bad input"; issue 5)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import TINY, run_dqn
+from dqn_cli import resume
+from dqn_cli.config import EnvConfig
+
+# deterministic CPU training: one thread, explicit device, replay saved beside the checkpoints
+EXACT = [*TINY, "device=cpu", "torch_threads=1", "checkpoint.save_replay=true", "target_update_period=50"]
+
+
+def without(args: list[str], key: str) -> list[str]:
+    return [a for a in args if not a.startswith(key + "=")]
+
+
+def tb_steps(tb_dir: Path) -> dict[str, list[int]]:
+    """Every scalar tag of a run's TensorBoard dir, as TensorBoard itself reads it (purges applied)."""
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def assert_no_repeated_or_forked_points(tb_dir: Path) -> dict[str, list[int]]:
+    steps = tb_steps(tb_dir)
+    assert steps, f"no scalars in {tb_dir}"
+    for tag, s in steps.items():
+        assert all(a < b for a, b in zip(s, s[1:])), f"{tag}: steps not strictly increasing: {s}"
+    return steps
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[int, int, str]]:
+    """(size, mtime_ns, sha256) of every file in a run dir."""
+    def facts(p: Path) -> tuple[int, int, str]:
+        return p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()
+
+    return {str(p.relative_to(run_dir)): facts(p) for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{what}.{k} differs"
+
+
+# ------------------------------------------------------------ the checkpoint
+def test_checkpoint_holds_the_full_state_as_plain_data(trained_run):
+    state = load(trained_run / "checkpoints" / "last.pt")  # weights_only=True: tensors and plain data only
+    for key in ("config", "spec", "counters", "agent", "episode_stats", "rng", "envs"):
+        assert key in state, key
+    assert set(state["agent"]) >= {"q_network", "target_network", "optimizer", "generator"}
+    assert state["agent"]["optimizer"]["state"], "optimizer moments are saved"
+    assert {"env_steps", "updates", "target_updates", "wall_seconds", "finished"} <= state["counters"].keys()
+    assert state["counters"]["finished"] is True
+    assert {"python", "numpy", "torch"} <= state["rng"].keys()
+    envs = state["envs"]  # classic-control envs: simulator state for an exact resume
+    assert envs["kind"] == "classic_control" and len(envs["np_random"]) == 4
+    assert tuple(envs["obs"].shape) == (4, 1, 4)
+    assert not (trained_run / "checkpoints" / "replay.npz").exists()  # only with checkpoint.save_replay=true
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_env_state_round_trips_through_a_checkpoint(vectorization):
+    """capture_envs -> torch.save -> torch.load(weights_only) -> restore_envs into envs reset
+    with other seeds: the next 150 steps (resets included) are bitwise the same."""
+    from dqn_cli.envs import FrameStacker, make_vector_env
+
+    cfg = EnvConfig(vectorization=vectorization, num_envs=2, max_episode_steps=30)
+    actions = np.random.default_rng(0).integers(0, 2, size=(250, 2))
+    a = make_vector_env(cfg, 2, seed=1)
+    b = make_vector_env(cfg, 2, seed=1)
+    try:
+        sa, sb = FrameStacker(2, 1, (4,), np.float32), FrameStacker(2, 1, (4,), np.float32)
+        frames, _ = a.reset(seed=[1, 2])
+        sa.reset(frames)
+        for t in range(100):
+            frames, _, term, trunc, _ = a.step(actions[t])
+            sa.step(frames, term | trunc)
+        buf = io.BytesIO()
+        torch.save(resume.capture_envs(a, sa, cfg), buf)
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        frames, _ = b.reset(seed=[50, 60])
+        sb.reset(frames)
+        assert resume.restore_envs(b, sb, saved)
+        np.testing.assert_array_equal(sa.obs, sb.obs)
+        ends = 0
+        for t in range(100, 250):
+            fa, ra, ta, ua, _ = a.step(actions[t])
+            fb, rb, tb, ub, _ = b.step(actions[t])
+            np.testing.assert_array_equal(fa, fb)
+            assert (ra == rb).all() and (ta == tb).all() and (ua == ub).all()
+            ends += int((ta | ua).sum())
+        assert ends >= 4  # the episodes that started after the restore were drawn the same way
+    finally:
+        a.close()
+        b.close()
+
+
+def test_atari_envs_are_not_captured():
+    assert resume.capture_envs(None, None, EnvConfig(kind="atari")) is None
+    assert resume.restore_envs(None, None, None) is False
+
+
+# ------------------------------------------------------------ resume end to end
+def test_resume_continues_the_run_tensorboard_and_summary(tmp_path):
+    run = tmp_path / "run"
+    first = run_dqn("train", *TINY, "torch_threads=1", f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_summary = json.loads((run / "summary.json").read_text())
+    overrides_before = (run / ".hydra" / "overrides.yaml").read_text()
+
+    again = run_dqn("train", f"resume={run}", "total_steps=800")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.strip() == ""
+    assert "resumed" in again.stdout and "at env step 400" in again.stdout
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["total_steps"] == 800
+    assert summary["updates"] == 700  # counters continued: 300 + 400
+    assert summary["wall_seconds"] > first_summary["wall_seconds"]  # over both lives
+    last = load(run / "checkpoints" / "last.pt")
+    assert last["counters"]["env_steps"] == 800 and last["counters"]["updates"] == 700
+    assert last["agent"]["optimizer"]["state"][0]["step"].item() == 700  # Adam's moments continued too
+    steps = assert_no_repeated_or_forked_points(run / "tb")
+    assert steps["eval/mean_return"][-1] == 800 and steps["charts/epsilon"][-1] == 800
+    assert max(steps["charts/epsilon"][:-1]) < 800
+    # one run dir: the resumed life wrote into it, with the new budget recorded
+    assert "total_steps: 800" in (run / ".hydra" / "config.yaml").read_text()
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides_before
+    assert "resumed" in (run / "train.log").read_text()
+    assert [p.name for p in (run / "checkpoints").glob("step_*.pt")] and len(list(run.parent.iterdir())) == 1
+
+
+def test_exact_resume_gives_the_parameters_of_the_uninterrupted_run(tmp_path):
+    """CPU, fixed seed, checkpoint.save_replay=true, classic-control envs: 200 steps then
+    resume to 400 == 400 steps at once, bitwise (networks, optimizer, counters, episode stats)."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    a = run_dqn("train", *EXACT, f"hydra.run.dir={straight}")
+    assert a.returncode == 0, a.stderr[-3000:]
+    b = run_dqn("train", *without(EXACT, "total_steps"), "total_steps=200", f"hydra.run.dir={split}")
+    assert b.returncode == 0, b.stderr[-3000:]
+    c = run_dqn("train", f"resume={split}", "total_steps=400")
+    assert c.returncode == 0, c.stderr[-3000:]
+    assert "replay buffer restored" in c.stdout
+
+    # the state at 200 was the same (a mid-run checkpoint vs the end of a 200-step run) ...
+    assert_same_tensors(load(straight / "checkpoints" / "step_000000200.pt")["agent"]["q_network"],
+                        load(split / "checkpoints" / "step_000000200.pt")["agent"]["q_network"], "q@200")  # fmt: skip
+    # ... and so is the state at 400
+    x = load(straight / "checkpoints" / "step_000000400.pt")
+    y = load(split / "checkpoints" / "step_000000400.pt")
+    assert_same_tensors(x["agent"]["q_network"], y["agent"]["q_network"], "q_network")
+    assert_same_tensors(x["agent"]["target_network"], y["agent"]["target_network"], "target_network")
+    for i, s in x["agent"]["optimizer"]["state"].items():
+        assert_same_tensors(s, y["agent"]["optimizer"]["state"][i], f"adam[{i}]")
+    assert torch.equal(x["agent"]["generator"], y["agent"]["generator"])
+    for k in ("env_steps", "updates", "target_updates"):
+        assert x["counters"][k] == y["counters"][k], k
+    assert x["episode_stats"] == y["episode_stats"]
+    np.testing.assert_array_equal(x["envs"]["obs"].numpy(), y["envs"]["obs"].numpy())
+    assert json.loads((straight / "summary.json").read_text())["final_eval_mean_return"] == json.loads(
+        (split / "summary.json").read_text()
+    )["final_eval_mean_return"]
+    assert_no_repeated_or_forked_points(split / "tb")
+
+
+def test_resume_without_saved_replay_continues_but_is_not_exact(tmp_path):
+    """Without replay.npz the buffer restarts empty (resume.py explains why that is not exact);
+    networks, optimizer and counters still continue from the checkpoint."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    base = without(EXACT, "checkpoint.save_replay")
+    assert run_dqn("train", *base, f"hydra.run.dir={straight}").returncode == 0
+    assert run_dqn("train", *without(base, "total_steps"), "total_steps=200", f"hydra.run.dir={split}").returncode == 0
+    at_200 = load(split / "checkpoints" / "last.pt")
+    proc = run_dqn("train", f"resume={split}", "total_steps=400")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replay buffer starts empty" in proc.stdout
+    y = load(split / "checkpoints" / "last.pt")
+    assert y["counters"]["env_steps"] == 400 and y["counters"]["updates"] == 300
+    assert y["counters"]["target_updates"] == 8
+    assert y["agent"]["optimizer"]["state"][0]["step"].item() == 300  # Adam continued from 100 updates
+    assert y["episode_stats"]["episodes"] > at_200["episode_stats"]["episodes"]
+    x = load(straight / "checkpoints" / "step_000000400.pt")
+    differs = any(not torch.equal(v, y["agent"]["q_network"][k]) for k, v in x["agent"]["q_network"].items())
+    assert differs, "without the replay buffer the resumed run cannot be exact"
+
+
+def test_resume_after_the_final_evaluation_needs_a_larger_budget(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = snapshot(run)
+    proc = run_dqn("train", f"resume={run}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "finished at 400 env steps" in proc.stderr and "total_steps=800" in proc.stderr
+    assert snapshot(run) == before
+
+
+def test_checkpoint_replay_round_trip(tmp_path):
+    """replay.npz is tagged with its env step and read back one array at a time."""
+    from dqn_cli import checkpoint as ckpt
+    from dqn_cli.replay import ReplayBuffer
+
+    buf = ReplayBuffer(64, 2, (3,), np.float32, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        buf.add(rng.random((2, 1, 3), dtype=np.float32), np.array([0, 1]), np.ones(2, np.float32),
+                np.zeros(2, bool), np.zeros(2, bool), None)  # fmt: skip
+    ckpt.save_replay(tmp_path, buf.state_dict(), step=40)
+    other = ReplayBuffer(64, 2, (3,), np.float32, seed=5)
+    with ckpt.open_replay(tmp_path) as saved:
+        step, arrays = saved
+        assert step == 40
+        other.load_state_dict(arrays)
+    np.testing.assert_array_equal(other.frames, buf.frames)
+    assert other.sample(8).indices.tolist() == buf.sample(8).indices.tolist()  # sampling generator restored
+    (tmp_path / "replay.npz").write_bytes(b"not a zip")
+    with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
+        with ckpt.open_replay(tmp_path):
+            pass
