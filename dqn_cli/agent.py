@@ -131,16 +131,12 @@ class DQNAgent:
         discounts = self.to_device(batch.discounts)
         weights = self.to_device(batch.weights)
 
-        if self.double_q:  # one online forward pass over s and s' together
-            q_both = self.q_network(torch.cat([obs, next_obs]))
-            q_all, next_q_online = q_both[: len(obs)], q_both[len(obs) :].detach()
-        else:
-            q_all, next_q_online = self.q_network(obs), None
-        with torch.no_grad():
+        with torch.no_grad():  # s' needs no gradient: keep it out of the backward pass
             next_q_target = self.target_network(next_obs)
+            next_q_online = self.q_network(next_obs) if self.double_q else None
             y = td_target(returns, discounts, next_q_target, next_q_online)
 
-        q = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+        q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
         if self.loss == "huber":
             elementwise = F.smooth_l1_loss(q, y, reduction="none")
         else:
