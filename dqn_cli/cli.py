@@ -85,18 +85,12 @@ def _train_task(cfg) -> float:
 
             train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
         summary = train(train_cfg, run_dir, multirun=multirun)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, NonFiniteLoss, EnvWorkerDied, CheckpointWriteError) as err:
         if debug():
             raise
-        fail("train", str(err))
-    except (NonFiniteLoss, EnvWorkerDied) as err:
-        if debug():
-            raise
-        fail("train", str(err), code=1)
-    except CheckpointWriteError as err:
-        if debug():
-            raise
-        fail("train", f"{err}; continue later with: dqn train resume={run_dir}", code=1)
+        bad_input = isinstance(err, (ConfigError, CheckpointError))
+        hint = f"; continue later with: dqn train resume={run_dir}" if isinstance(err, CheckpointWriteError) else ""
+        fail("train", f"{err}{hint}", code=2 if bad_input else 1)  # 2: bad input, 1: a fault while training
     if summary.get("stopped"):  # SIGINT/SIGTERM, checkpoint written: the job ends normally for Hydra
         _stopped_by.append(int(summary["signal"]))  # (a sweep lists it as stopped); dqn exits 128 + signal
         return float("nan")
