@@ -49,10 +49,15 @@ def last_json_line(stdout: str) -> dict:
     return json.loads(lines[-1])
 
 
+def train_run(tmp_path_factory, name: str, overrides: list[str]) -> Path:
+    """A `dqn train` through the real entrypoint into a fresh run dir; fails the test if it fails."""
+    run_dir = tmp_path_factory.mktemp(name) / "cartpole"
+    proc = run_dqn("train", *overrides, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """One tiny CartPole run through the real entrypoint, shared by read-only tests."""
-    run_dir = tmp_path_factory.mktemp("run") / "cartpole"
-    proc = run_dqn("train", *TINY, f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    return train_run(tmp_path_factory, "run", TINY)

@@ -81,21 +81,26 @@ def assert_summary_table(sweep_dir: Path, n_jobs: int) -> list[dict]:
     return rows
 
 
+def assert_complete_sweep(sweep_dir: Path, proc, n_jobs: int) -> tuple[list[Path], list[dict]]:
+    """The sweep succeeded: n_jobs complete job dirs and a summary table listing them."""
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = job_dirs(sweep_dir)
+    assert len(jobs) == n_jobs
+    for job in jobs:
+        assert_complete_job(job)
+    return jobs, assert_summary_table(sweep_dir, n_jobs)
+
+
 # --------------------------------------------------------------- end to end
 def test_grid_runs_every_combination_into_named_job_dirs_and_a_summary(tmp_path):
     sweep_dir, proc = sweep(tmp_path, "seed=1,2", "optimizer.lr=1e-4,3e-4")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_dirs(sweep_dir)
-    assert len(jobs) == 4
-    for job in jobs:
-        assert_complete_job(job)
+    jobs, rows = assert_complete_sweep(sweep_dir, proc, 4)
     # the job dir names show the overrides (seed included) and stay plain Hydra values / shell words
     names = [j.name for j in jobs]
     assert names[0].startswith("0_") and "optimizer.lr-0.0001" in names[0] and "seed-1" in names[0]
     assert "optimizer.lr-0.0003" in names[3] and "seed-2" in names[3]
     assert not any(c in name for name in names for c in "=,: '\"")
     assert not any("checkpoint.every" in name or "torch_threads" in name for name in names)
-    rows = assert_summary_table(sweep_dir, 4)
     assert {(r["seed"], r["optimizer.lr"]) for r in rows} == {("1", "0.0001"), ("1", "0.0003"),
                                                               ("2", "0.0001"), ("2", "0.0003")}  # fmt: skip
     assert [r["dir"] for r in rows] == names
@@ -119,12 +124,7 @@ def test_optuna_maximises_the_returned_eval_return(tmp_path):
 
 def test_joblib_runs_jobs_in_parallel_and_warns_past_the_cores(tmp_path):
     sweep_dir, proc = sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=1,2", "env.num_envs=2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_dirs(sweep_dir)
-    assert len(jobs) == 2
-    for job in jobs:
-        assert_complete_job(job)
-    assert_summary_table(sweep_dir, 2)
+    assert_complete_sweep(sweep_dir, proc, 2)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     warned = "parallel jobs x env.num_envs=2" in proc.stderr + proc.stdout
     assert warned == (2 * 2 > cores)
@@ -133,12 +133,7 @@ def test_joblib_runs_jobs_in_parallel_and_warns_past_the_cores(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
     sweep_dir, proc = sweep(tmp_path, "hydra/launcher=submitit_local", "seed=1,2", timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_dirs(sweep_dir)
-    assert len(jobs) == 2
-    for job in jobs:
-        assert_complete_job(job)
-    assert_summary_table(sweep_dir, 2)
+    assert_complete_sweep(sweep_dir, proc, 2)
     assert (sweep_dir / ".submitit").is_dir()
 
 

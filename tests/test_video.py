@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import last_json_line, run_dqn
+from conftest import last_json_line, run_dqn, train_run
 from dqn_cli import video
 from dqn_cli.config import ConfigError, TrainConfig
 from dqn_cli.envs import describe_env
@@ -42,10 +42,7 @@ TINY_VIDEO_RUN = [
 @pytest.fixture(scope="module")
 def video_run(tmp_path_factory) -> Path:
     """A tiny CartPole run through the real entrypoint, with eval videos in TensorBoard."""
-    run_dir = tmp_path_factory.mktemp("video") / "cartpole"
-    proc = run_dqn("train", *TINY_VIDEO_RUN, f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return run_dir
+    return train_run(tmp_path_factory, "video", TINY_VIDEO_RUN)
 
 
 def read_mp4(path: Path) -> list[np.ndarray]:
