@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gymnasium.vector import AsyncVectorEnv
 
 from dqn_cli import checkpoint as ckpt
 from dqn_cli import resume
@@ -39,6 +38,7 @@ from dqn_cli.metrics import RunLogger
 from dqn_cli.networks import build_network
 from dqn_cli.replay import build_replay, check_fits_in_memory, estimate_replay_bytes
 from dqn_cli.schedules import beta_schedule, epsilon_schedule
+from dqn_cli.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
 
 log = logging.getLogger("dqn")
 
@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
     with StopRequest() as stop:
         try:
             # Env processes start before CUDA initialises (RL_NOTES 4).
-            envs = _start_workers(make_vector_env, cfg.env, E, cfg.seed, training=True)
+            envs = start_workers(make_vector_env, cfg.env, E, cfg.seed, training=True)
             q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
             agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device, seed=cfg.seed)
             replay = build_replay(cfg, spec)
@@ -210,7 +210,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
                 try:
                     with stop.abandoning():  # an evaluation can take minutes: a signal drops it
                         if eval_envs is None:
-                            eval_envs = _start_workers(make_eval_env, cfg.env, cfg.eval.episodes, cfg.seed)
+                            eval_envs = start_workers(make_eval_env, cfg.env, cfg.eval.episodes, cfg.seed)
                         result = evaluate(q_network, eval_envs, spec, cfg.eval.episodes, cfg.seed + 10_000,
                                           cfg.eval.epsilon, device)  # fmt: skip
                         video = None
@@ -220,7 +220,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
                             video = record_episode_frames(q_network, cfg.env, spec, cfg.seed + 20_000,
                                                           cfg.eval.epsilon, device)  # fmt: skip
                 except StopRequested:
-                    _close_envs(eval_envs, force=True)
+                    close_envs(eval_envs, force=True)
                     eval_envs = None
                     logger.message(f"evaluation at step {n.env_steps} abandoned")
                     return
@@ -297,8 +297,8 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
         except WORKER_GONE as err:  # an env subprocess died: name it, do not hang on it
             raise EnvWorkerDied(err, cfg.env, n.env_steps, run_dir, envs=envs, eval_envs=eval_envs) from None
         finally:  # after an error or a second signal, workers are killed rather than waited for
-            _close_envs(eval_envs, force=not clean_exit)
-            _close_envs(envs, force=not clean_exit)
+            close_envs(eval_envs, force=not clean_exit)
+            close_envs(envs, force=not clean_exit)
             if logger is not None:
                 logger.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -315,111 +315,6 @@ class NonFiniteLoss(RuntimeError):
             f"{what} became {value} at env step {step}; training stopped, the last good checkpoint is kept "
             "(try a lower optimizer.lr, loss=huber, or optimizer.max_grad_norm=10)"
         )
-
-
-# ------------------------------------------------------------ env workers
-# what a dead env subprocess looks like from the parent's end of its pipe
-WORKER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
-
-
-class EnvWorkerDied(RuntimeError):
-    """An env subprocess died (killed, crashed, out of memory): the message names it."""
-
-    def __init__(self, err: BaseException, env_cfg, step: int, run_dir: Path, envs=None, eval_envs=None):
-        name = env_cfg.id if env_cfg.kind == "classic" else env_cfg.game
-        dead = [f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
-                for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})]  # fmt: skip
-        what = "; ".join(dead) if dead else f"an env worker of {name} stopped answering ({type(err).__name__})"
-        super().__init__(
-            f"{what} at env step {step}; training stopped, the last checkpoint is kept "
-            f"(continue with: dqn train resume={run_dir})"
-        )
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "stopped answering"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _async_env(envs) -> AsyncVectorEnv | None:
-    """The AsyncVectorEnv inside a (possibly wrapped) vector env; None for in-process backends."""
-    while envs is not None and not isinstance(envs, AsyncVectorEnv):
-        envs = getattr(envs, "env", None)
-    return envs
-
-
-def _worker_processes(envs) -> list:
-    vec = _async_env(envs)
-    return list(vec.processes) if vec is not None else []
-
-
-def _dead_workers(labelled_envs: dict, wait: float = 2.0) -> list[tuple[str, int, int, object]]:
-    """(label, index, number of workers, process) of the workers of the vector envs that are gone;
-    waits up to ``wait`` seconds for one (a pipe breaks a moment before its process is reaped)."""
-    workers = [(label, i, len(procs), p) for label, vec in labelled_envs.items()
-               for procs in [_worker_processes(vec)] for i, p in enumerate(procs)]  # fmt: skip
-    deadline = time.monotonic() + wait
-    while True:
-        dead = [w for w in workers if not w[3].is_alive()]
-        if dead or not workers or time.monotonic() > deadline:
-            return dead
-        time.sleep(0.05)
-
-
-def _start_workers(make, env_cfg, *args, **kwargs):
-    """``make(env_cfg, *args, **kwargs)`` with SIGINT and SIGTERM blocked while env subprocesses start.
-
-    The workers inherit the blocked mask: a Ctrl-C (sent to the whole process
-    group) or a SIGTERM to the group reaches only the trainer, which saves a
-    checkpoint and then closes the workers itself. In this process the
-    signals are only delayed until the workers are up.
-    """
-    if env_cfg.vectorization == "async":
-        # multiprocessing starts its resource tracker with the first worker and *unblocks*
-        # SIGINT/SIGTERM afterwards, which would undo the mask: start it first.
-        from multiprocessing import resource_tracker
-
-        resource_tracker.ensure_running()
-    blocked = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        return make(env_cfg, *args, **kwargs)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _close_envs(envs, force: bool) -> None:
-    """Close a vector env. ``force``: after an error or a second signal, kill its workers
-    (they ignore SIGINT/SIGTERM, and one may be dead) instead of waiting for them."""
-    if envs is None:
-        return
-    if not force:
-        envs.close()
-        return
-    vec = _async_env(envs)
-    if vec is None:
-        try:
-            envs.close()
-        except Exception as err:  # a half-closed env must not hide the error that got us here
-            log.debug("closing envs after an error: %s", err)
-        return
-    for p in vec.processes:
-        if p.is_alive():
-            p.kill()
-    for p in vec.processes:
-        p.join()
-    # the workers are gone: release the pipes and mark the env closed ourselves (gymnasium's
-    # close() would first try to read the answer to a pending step from the dead pipes)
-    for pipe in vec.parent_pipes:
-        if pipe is not None:
-            pipe.close()
-    vec.closed = True
 
 
 def _crossed(step: int, stride: int, every: int) -> bool:
