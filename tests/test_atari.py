@@ -262,6 +262,15 @@ def test_command_line_overrides_beat_the_preset():
     assert other["env"]["game"] == "Seaquest" and other["network"]["name"] == "nature_cnn"
 
 
+def test_prioritized_replay_takes_each_env_presets_exponents():
+    """CartPole's preset tunes PER milder (alpha 0.3, beta 0.6); Atari keeps Schaul et al.'s 0.6 / 0.4."""
+    cartpole = _cfg_job("replay=prioritized")["replay"]
+    assert (cartpole["name"], cartpole["alpha"], cartpole["beta_start"]) == ("prioritized", 0.3, 0.6)
+    breakout = _cfg_job("env=breakout", "replay=prioritized")["replay"]
+    assert (breakout["name"], breakout["alpha"], breakout["beta_start"]) == ("prioritized", 0.6, 0.4)
+    assert _cfg_job("replay=prioritized", "replay.alpha=0.5")["replay"]["alpha"] == 0.5
+
+
 def test_unknown_game_on_the_command_line(tmp_path):
     started = time.monotonic()
     proc = run_dqn("train", "env=atari", "env.game=NotAGame", f"hydra.run.dir={tmp_path / 'run'}", timeout=60)
