@@ -280,13 +280,20 @@ class ALEVectorAdapter(VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         return obs[:, 0], info
 
-    def step(self, actions):
-        actions = np.asarray(actions, dtype=np.int64)
-        obs, rewards, terminated, truncated, info = self.env.step(actions)
+    def step_async(self, actions) -> None:
+        """Hand the actions to ale-py's threads and return at once."""
+        self.env.send(np.asarray(actions, dtype=np.int64))
+
+    def step_wait(self):
+        obs, rewards, terminated, truncated, info = self.env.recv()
         if "final_obs" in info:
             info["final_obs"] = np.asarray(info["final_obs"])[:, 0]
             info["_final_obs"] = np.logical_or(terminated, truncated)
         return obs[:, 0], np.asarray(rewards, dtype=np.float64), terminated, truncated, info
+
+    def step(self, actions):
+        self.step_async(actions)
+        return self.step_wait()
 
 
 def _final_frames(infos: dict, ended: np.ndarray, obs: np.ndarray) -> np.ndarray | None:
@@ -322,6 +329,7 @@ class AtariProtocol(VectorWrapper):
         self.episodic_life = bool(training and episodic_life)
         self.clip_rewards = bool(training and clip_rewards)
         self.lives = np.zeros(env.num_envs, dtype=np.int64)
+        self._pending = None  # sync backends: actions held from step_async to step_wait
 
     def _lives(self, infos: dict) -> np.ndarray:
         """Lives of every env now (for envs reset this step: of the new game)."""
@@ -336,8 +344,20 @@ class AtariProtocol(VectorWrapper):
         self.lives = self._lives(infos)
         return obs, infos
 
-    def step(self, actions):
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+    def step_async(self, actions) -> None:
+        """Start stepping (``async`` and ``ale`` backends return at once; ``sync`` steps in step_wait)."""
+        if hasattr(self.env, "step_async"):
+            self.env.step_async(actions)
+        else:
+            self._pending = actions
+
+    def step_wait(self):
+        """The results of the last ``step_async``, with the training or evaluation protocol applied."""
+        if hasattr(self.env, "step_async"):
+            obs, rewards, terminated, truncated, infos = self.env.step_wait()
+        else:
+            actions, self._pending = self._pending, None
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
         infos = dict(infos)
         raw = np.asarray(rewards, dtype=np.float64)
         terminated = np.array(terminated, dtype=bool)
@@ -361,6 +381,10 @@ class AtariProtocol(VectorWrapper):
         infos["game_over"], infos["_game_over"] = game_over, everyone.copy()
         out_rewards = np.sign(raw) if self.clip_rewards else raw
         return obs, out_rewards, terminated, truncated, infos
+
+    def step(self, actions):
+        self.step_async(actions)
+        return self.step_wait()
 
 
 def _ale_num_threads(num_envs: int) -> int:

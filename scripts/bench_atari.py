@@ -3,8 +3,10 @@
 
 (a) collection: 8 Breakout envs stepped with random actions (the bare vector
     env) vs. with the Nature-CNN policy choosing every action greedily
-    (FrameStacker + DQNAgent.act, no learning), measured side by side in
-    alternating blocks in one run, for the ``async`` and ``ale`` backends;
+    (FrameStacker + DQNAgent.act, no learning), and vs. the policy acting for
+    one half of the envs while the other half steps (two vector envs of 4,
+    step_async / step_wait), measured side by side in rotating blocks in one
+    run, for the ``async`` and ``ale`` backends;
 (b) batch assembly: time per ``sample(32)`` of stacked (4x84x84) transitions
     from a 2^20-capacity frame-deduplicated ReplayBuffer filled with synthetic
     episodes (~7.4 GB, allocated once and freed);
@@ -51,6 +53,8 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
                     frame_stack=4)  # fmt: skip
     spec = describe(cfg)
     envs = make_vector_env(cfg, num_envs, seed=0, training=True)  # env processes before CUDA (RL_NOTES 4)
+    half = num_envs // 2  # the overlapped arm: two vector envs of half the envs each
+    halves = [make_vector_env(cfg, half, seed=0, training=True) for _ in range(2)]
     dev = torch.device(device)
     net = build_network(NetworkConfig(name="nature_cnn"), spec.obs_shape, spec.n_actions).to(dev)
     agent = DQNAgent(net, OptimizerConfig(lr=1e-4), spec.n_actions, True, "huber", dev, seed=0)
@@ -58,6 +62,9 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
     rng = np.random.default_rng(0)
     frames, _ = envs.reset(seed=list(range(num_envs)))
     obs = stacker.reset(frames)
+    half_stackers = [FrameStacker(half, spec.frame_stack, spec.frame_shape, spec.frame_dtype) for _ in range(2)]
+    half_obs = [st.reset(h.reset(seed=list(range(g * half, (g + 1) * half)))[0])
+                for g, (st, h) in enumerate(zip(half_stackers, halves))]  # fmt: skip
 
     def random_block(budget: float) -> tuple[int, float]:
         steps, start = 0, time.perf_counter()
@@ -76,28 +83,44 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
             steps += num_envs
         return steps, time.perf_counter() - start
 
+    def overlapped_block(budget: float) -> tuple[int, float]:
+        """Act for one half while the other half's envs step: act(0), send(0), act(1), send(1), wait both."""
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < budget:
+            for g in range(2):
+                halves[g].step_async(agent.act(half_obs[g], 0.0))
+            for g in range(2):
+                frames, _, terminated, truncated, _ = halves[g].step_wait()
+                half_obs[g] = half_stackers[g].step(frames, terminated | truncated)
+            steps += 2 * half
+        return steps, time.perf_counter() - start
+
+    arms = {"random": random_block, "policy": policy_block, "overlapped": overlapped_block}
     try:
-        random_block(0.5)  # warm up both paths
-        policy_block(0.5)
-        totals = {"random": [0, 0.0], "policy": [0, 0.0]}
+        for fn in arms.values():  # warm up every path
+            fn(0.5)
+        totals = {name: [0, 0.0] for name in arms}
         block = seconds / rounds
-        for r in range(rounds):  # alternate, so drift in machine load hits both alike
-            order = (("random", random_block), ("policy", policy_block))
-            for name, fn in order if r % 2 == 0 else order[::-1]:
-                steps, dt = fn(block)
+        for r in range(rounds):  # rotate the order, so drift in machine load hits every arm alike
+            names = list(arms)[r % 3 :] + list(arms)[: r % 3]
+            for name in names:
+                steps, dt = arms[name](block)
                 totals[name][0] += steps
                 totals[name][1] += dt
     finally:
         envs.close()
-    random_sps = totals["random"][0] / totals["random"][1]
-    policy_sps = totals["policy"][0] / totals["policy"][1]
+        for h in halves:
+            h.close()
+    sps = {name: steps / dt for name, (steps, dt) in totals.items()}
     return {
         "backend": backend,
         "num_envs": num_envs,
-        "random_steps_per_s": round(random_sps, 1),
-        "policy_steps_per_s": round(policy_sps, 1),
-        "ratio": round(policy_sps / random_sps, 3),
-        "act_ms_per_vector_step": round(1000 * num_envs * (1 / policy_sps - 1 / random_sps), 3),
+        "random_steps_per_s": round(sps["random"], 1),
+        "policy_steps_per_s": round(sps["policy"], 1),
+        "ratio": round(sps["policy"] / sps["random"], 3),
+        "overlapped_steps_per_s": round(sps["overlapped"], 1),
+        "overlapped_ratio": round(sps["overlapped"] / sps["random"], 3),
+        "act_ms_per_vector_step": round(1000 * num_envs * (1 / sps["policy"] - 1 / sps["random"]), 3),
     }
 
 
@@ -189,7 +212,7 @@ def bench_end_to_end(total_steps: int, learning_starts: int, backend: str, devic
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", choices=("collect", "sample", "e2e"), action="append", help="run only these parts")
-    p.add_argument("--seconds", type=float, default=12.0, help="collection: seconds per backend, both arms together")
+    p.add_argument("--seconds", type=float, default=12.0, help="collection: seconds per backend, all arms together")
     p.add_argument("--rounds", type=int, default=6, help="collection: alternating blocks per arm")
     p.add_argument("--num-envs", type=int, default=8)
     p.add_argument("--capacity", type=int, default=2**20, help="sampling: replay capacity (2^20 ~ 7.4 GB)")
@@ -225,7 +248,8 @@ def main() -> int:
     for r in results.get("collection", []):
         print(f"collection {r['backend']:>5} x{r['num_envs']}: random {r['random_steps_per_s']:8.1f} steps/s | "
               f"policy {r['policy_steps_per_s']:8.1f} steps/s | ratio {r['ratio']:.2f} "
-              f"(act {r['act_ms_per_vector_step']:.2f} ms per vector step)")  # fmt: skip
+              f"(act {r['act_ms_per_vector_step']:.2f} ms per vector step) | halves overlapped "
+              f"{r['overlapped_steps_per_s']:8.1f} steps/s, ratio {r['overlapped_ratio']:.2f}")  # fmt: skip
     for r in results.get("sampling", []):
         if "skipped" in r:
             print(f"sampling: skipped ({r['skipped']})")
