@@ -268,7 +268,6 @@ def test_prioritized_replay_takes_each_env_presets_exponents():
     assert (cartpole["name"], cartpole["alpha"], cartpole["beta_start"]) == ("prioritized", 0.3, 0.6)
     breakout = _cfg_job("env=breakout", "replay=prioritized")["replay"]
     assert (breakout["name"], breakout["alpha"], breakout["beta_start"]) == ("prioritized", 0.6, 0.4)
-    assert _cfg_job("replay=prioritized", "replay.alpha=0.5")["replay"]["alpha"] == 0.5
 
 
 def test_unknown_game_on_the_command_line(tmp_path):
