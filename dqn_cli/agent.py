@@ -7,6 +7,7 @@ et al. 2016 (importance weights), Lillicrap et al. 2016 (Polyak targets).
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import NamedTuple
 
 import numpy as np
@@ -182,7 +183,11 @@ class DQNAgent:
         self.q_network.load_state_dict(state["q_network"])
         self.target_network.load_state_dict(state["target_network"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"].cpu())
+        saved = state["generator"].cpu()
+        if saved.numel() == self.generator.get_state().numel():
+            self.generator.set_state(saved)
+        else:  # saved on another device type (CPU Mersenne Twister vs CUDA Philox): seeded from it instead
+            self.generator.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little"))
 
 
 def torch_threads_for(requested: int, env_workers: int) -> int:

@@ -386,8 +386,9 @@ def _restore(state: dict, agent: DQNAgent, replay, run_dir: Path) -> Counters:
     kind, keys, *rest = rng["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "cuda" in rng and torch.cuda.is_available():  # per GPU, for as many as this machine has
+        for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
     with ckpt.open_replay(run_dir / "checkpoints") as saved:
         if saved is None:
             log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
