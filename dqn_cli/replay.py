@@ -143,7 +143,7 @@ class ReplayBuffer:
         self.rewards = np.zeros((E, L), dtype=np.float32)
         self.terminated = np.zeros((E, L), dtype=bool)
         self.truncated = np.zeros((E, L), dtype=bool)
-        self.final = np.zeros((E, L), dtype=bool)  # slot holds only an episode's final observation
+        self.final = np.zeros((E, L), dtype=bool)  # slot holds only a frame: a final observation (or history)
         self.valid = np.zeros((E, L), dtype=bool)  # may be sampled as a start
         self.pos = np.zeros((E, L), dtype=np.int32)  # index of the slot's observation in its episode
         self.head = np.zeros(E, dtype=np.int64)  # next slot to write, per env
@@ -189,16 +189,50 @@ class ReplayBuffer:
             newest = final_obs[ended]
             if newest.ndim == len(self.frame_shape) + 2:  # stacked: keep the newest frame
                 newest = newest[:, -1]
-            w = self.head[ended]
-            self.frames[ended, w] = newest
-            self.actions[ended, w] = 0
-            self.rewards[ended, w] = 0.0
-            self.terminated[ended, w] = False
-            self.truncated[ended, w] = False
-            self.final[ended, w] = True
-            self.pos[ended, w] = self.episode_pos[ended]
-            self._advance(ended)
+            self._write_frame_only(ended, newest)
             self.episode_pos[ended] = 0
+
+    def _write_frame_only(self, envs: np.ndarray, frames: np.ndarray) -> None:
+        """Write slots that hold a frame but start no transition (final and history slots)."""
+        w = self.head[envs]
+        self.frames[envs, w] = frames
+        self.actions[envs, w] = 0
+        self.rewards[envs, w] = 0.0
+        self.terminated[envs, w] = False
+        self.truncated[envs, w] = False
+        self.final[envs, w] = True
+        self.pos[envs, w] = self.episode_pos[envs]
+        self._advance(envs)
+
+    def resume_episodes(self, stacks: np.ndarray, continued: bool) -> None:
+        """Make the buffer agree with the envs of a resumed run, before its first ``add``.
+
+        stacks: (E, S, *frame_shape), the observations the envs resume from.
+        continued: True when the envs' episodes continue exactly (classic envs restored by
+            resume.restore_envs); False when they start fresh (Atari, other envs).
+
+        Fresh episodes: an episode a restored buffer left open would run on into
+        the new one (its n-step windows, bootstraps and stacks), so it ends here,
+        truncated: its newest slot becomes its final observation (that one
+        transition is dropped; the one before bootstraps from it with gamma**m).
+        Continued episodes in an empty buffer: the S-1 older frames of each stack
+        are written as history slots (never a transition start), so the stacks
+        rebuilt at sample time are the ones the agent acted on.
+        """
+        if not continued:
+            cut = np.flatnonzero(self.episode_pos > 0)
+            last = (self.head[cut] - 1) % self.slots
+            self.actions[cut, last] = 0
+            self.rewards[cut, last] = 0.0
+            self.final[cut, last] = True
+            self._set_valid(cut, last, False)
+            longer = self.episode_pos[cut] > 1  # else the slot before belongs to an earlier episode
+            self.truncated[cut[longer], (last[longer] - 1) % self.slots] = True
+            self.episode_pos[cut] = 0
+            return
+        empty = np.flatnonzero(self.size == 0)
+        for k in range(self.frame_stack - 1):  # oldest first: pos 0 .. S-2, the next slot gets S-1
+            self._write_frame_only(empty, stacks[empty, k])
 
     def _advance(self, envs: np.ndarray) -> None:
         """Bookkeeping after writing slot ``head[envs]``: move heads, update validity."""

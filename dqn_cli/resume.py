@@ -42,20 +42,25 @@ reasons, precisely:
   it is not saved. The envs start fresh episodes, seeded ``seed + env_step + i``
   (reproducible, but not the episodes the uninterrupted run would have
   continued); the partial episodes in progress at the checkpoint are dropped
-  from the statistics. Everything learned (networks, optimizer, counters,
-  schedules, RNGs, replay when saved) continues exactly; only the env
-  trajectory after the resume differs.
+  from the statistics, and in a saved buffer they end at the checkpoint as
+  truncated (``ReplayBuffer.resume_episodes``: their newest slot becomes the
+  final observation, so no n-step window or frame stack spans the resume).
+  Everything learned (networks, optimizer, counters, schedules, RNGs, replay
+  when saved) continues exactly; only the env trajectory after the resume
+  differs.
 * Without ``replay.npz`` (or with one from another step than ``last.pt``,
   after a kill between the two writes) the buffer restarts empty: updates
   wait until it holds ``batch_size`` transitions, then catch up on the ones
   owed meanwhile (about ``batch_size / train_every``, on those few
-  transitions), and every batch differs from the uninterrupted run's.
+  transitions), and every batch differs from the uninterrupted run's. With
+  ``frame_stack > 1`` the episodes that continue first write their stacks'
+  older frames, so the stored stacks are the ones the agent acted on.
 * On CUDA, cuBLAS/cuDNN kernels are not bitwise reproducible run to run, so
   even an uninterrupted run repeated is not bitwise equal; a resume is as
   close as that.
 
 TensorBoard: the writer reopens ``tb/`` with ``purge_step`` = the
-checkpoint's env step, so points an earlier life wrote at or after it (after
+checkpoint's env step + 1, so points an earlier life wrote after it (after
 a kill -9, the steps between the last checkpoint and the kill) are dropped
 by TensorBoard and the curve does not fork.
 """

@@ -182,8 +182,10 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
             frames, _ = envs.reset(seed=[reset_seed + i for i in range(E)])
             obs = stacker.reset(frames)
             if resume_state is not None:
-                if resume.restore_envs(envs, stacker, resume_state.get("envs")):  # episodes continue exactly
+                continued = resume.restore_envs(envs, stacker, resume_state.get("envs"))
+                if continued:  # the episodes continue exactly
                     stats.load_state_dict(resume_state["episode_stats"])
+                replay.resume_episodes(obs, continued)  # no stack or n-step window spans the resume
                 resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
                 log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
 

@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -234,3 +235,130 @@ def test_checkpoint_replay_round_trip(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt"):
         with ckpt.open_replay(tmp_path):
             pass
+
+
+# ------------------------------------------------- the buffer meets resumed envs
+def _chain_buffer(kind: str, num_envs=2, frame_stack=2, n_step=3, capacity=120):
+    """A buffer whose frames are [episode id, t]: any stack or window that mixes episodes shows."""
+    from dqn_cli.prioritized import PrioritizedReplayBuffer
+    from dqn_cli.replay import ReplayBuffer
+
+    cls = PrioritizedReplayBuffer if kind == "prioritized" else ReplayBuffer
+    extra = {"alpha": 0.6, "eps": 1e-6} if kind == "prioritized" else {}
+    return cls(capacity, num_envs, (2,), np.float32, frame_stack=frame_stack, n_step=n_step, gamma=0.5, **extra)
+
+
+def _play(buf, stacker, episode_ids, steps, start_t=0):
+    """``steps`` vector steps of never-ending episodes; returns the stacks after the last one."""
+    E = len(episode_ids)
+    for t in range(start_t, start_t + steps):
+        obs = stacker.obs.copy()
+        buf.add(obs, np.ones(E, np.int64), np.ones(E, np.float32), np.zeros(E, bool), np.zeros(E, bool), None)
+        frames = np.array([[ep, t + 1] for ep in episode_ids], np.float32)
+        stacker.step(frames, np.zeros(E, bool))
+    return stacker.obs.copy()
+
+
+def _all_valid(buf):
+    envs, slots = np.nonzero(buf.valid)
+    return buf._gather(envs, slots, np.ones(envs.size, np.float32))
+
+
+@pytest.mark.parametrize("kind", ["uniform", "prioritized"])
+def test_restored_buffer_ends_the_open_episodes_when_the_envs_start_fresh(kind):
+    """Atari (and any env resume cannot capture) starts new episodes on resume: the episodes the
+    restored buffer left open end there as truncated, so no window or stack spans the two."""
+    from dqn_cli.envs import FrameStacker
+
+    buf = _chain_buffer(kind)
+    stacker = FrameStacker(2, 2, (2,), np.float32)
+    stacker.reset(np.array([[1, 0], [2, 0]], np.float32))
+    _play(buf, stacker, [1, 2], 10)
+    resumed = _chain_buffer(kind)
+    resumed.load_state_dict(buf.state_dict())
+
+    stacker = FrameStacker(2, 2, (2,), np.float32)
+    fresh = stacker.reset(np.array([[7, 0], [8, 0]], np.float32))
+    resumed.resume_episodes(fresh, continued=False)
+    _play(resumed, stacker, [7, 8], 10)
+
+    batch = _all_valid(resumed)
+    ids = np.concatenate([batch.obs[..., 0], batch.next_obs[..., 0]], axis=1)
+    assert (ids == ids[:, :1]).all(), "a transition mixes two episodes"
+    old = batch.obs[:, -1, 0] < 7
+    assert old.sum() == 2 * 9  # per env: steps 0..8 of the old episode; step 9 became its final frame
+    last = old & (batch.obs[:, -1, 1] == 8)  # truncated after one step: r, bootstrap gamma from frame 9
+    np.testing.assert_array_equal(batch.next_obs[last][:, -1, 1], [9, 9])
+    np.testing.assert_allclose(batch.discounts[last], 0.5)
+    np.testing.assert_allclose(batch.returns[last], 1.0)
+    two_back = old & (batch.obs[:, -1, 1] == 7)
+    np.testing.assert_allclose(batch.discounts[two_back], 0.25)
+    np.testing.assert_allclose(batch.returns[two_back], 1.5)
+    start = ~old & (batch.obs[:, -1, 1] == 0)  # the new episodes' first stacks are reset padding
+    np.testing.assert_array_equal(batch.obs[start][:, :, 1], [[0, 0], [0, 0]])
+
+
+def test_continued_episodes_into_an_empty_buffer_keep_the_stacks_acted_on():
+    """Exact env resume without replay.npz: the stored stacks equal those the agent acted on."""
+    from dqn_cli.envs import FrameStacker
+
+    stacker = FrameStacker(2, 3, (2,), np.float32)
+    stacker.reset(np.array([[1, 0], [2, 0]], np.float32))
+    scratch = _chain_buffer("uniform", frame_stack=3)
+    acted_on = _play(scratch, stacker, [1, 2], 5)  # frames t = 3, 4, 5 in each env's stack
+
+    buf = _chain_buffer("uniform", frame_stack=3)
+    buf.resume_episodes(acted_on, continued=True)
+    _play(buf, stacker, [1, 2], 6, start_t=5)
+    batch = _all_valid(buf)
+    first = batch.obs[:, -1, 1] == 5
+    np.testing.assert_array_equal(batch.obs[first], acted_on[np.argsort(acted_on[:, -1, 0])])
+    assert len(buf) == 2 * (6 - 3)  # history slots are never sampled as starts
+
+
+class ChainEnv(gym.Env):
+    """obs = [1000 * reset seed + episode, t], reward 1, never terminates: an env resume cannot capture."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.base, self.ep = seed, -1
+        self.ep, self.t = self.ep + 1, 0
+        return np.array([self.base * 1000 + self.ep, 0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.array([self.base * 1000 + self.ep, self.t], np.float32), 1.0, False, False, {}
+
+
+def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_path):
+    """The real trainer, run then resumed with checkpoint.save_replay=true, on an env whose state
+    is not captured: the saved buffer's transitions each stay within one episode."""
+    from dqn_cli.checkpoint import load_replay
+    from dqn_cli.config import CheckpointConfig, EvalConfig, NetworkConfig, ReplayConfig, TrainConfig, validate
+    from dqn_cli.replay import ReplayBuffer
+    from dqn_cli.trainer import train
+
+    if "TestChain-v0" not in gym.registry:
+        gym.register("TestChain-v0", entry_point=ChainEnv, max_episode_steps=500)
+    (tmp_path / ".hydra").mkdir()
+
+    def cfg(total, resume):
+        return validate(TrainConfig(
+            env=EnvConfig(name="chain", id="TestChain-v0", num_envs=2, frame_stack=2),
+            network=NetworkConfig(hidden_sizes=[8]), replay=ReplayConfig(capacity=200, n_step=3),
+            eval=EvalConfig(every=0, episodes=1), checkpoint=CheckpointConfig(every=0, save_replay=True),
+            total_steps=total, learning_starts=10, batch_size=4, gamma=0.5, device="cpu", progress="off",
+            torch_threads=1, resume=resume))  # fmt: skip
+
+    train(cfg(20, None), tmp_path)
+    train(cfg(40, str(tmp_path)), tmp_path)  # the envs restart: reset seeds seed + 20 + i
+    buf = ReplayBuffer(200, 2, (2,), np.float32, frame_stack=2, n_step=3, gamma=0.5)
+    buf.load_state_dict(dict(load_replay(tmp_path / "checkpoints")))
+    batch = _all_valid(buf)
+    ids = np.concatenate([batch.obs[..., 0], batch.next_obs[..., 0]], axis=1)
+    assert len(np.unique(ids[:, 0])) == 4  # two episodes per env: before and after the resume
+    assert (ids == ids[:, :1]).all(), "a transition mixes two episodes"
