@@ -78,17 +78,28 @@ def _train_task(cfg) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    held_log = None if multirun else _HeldRunLog()  # train.log waits until the input is known good
+    train_cfg = None
+
+    def on_start() -> None:  # every check passed: from here on the run dir is written
+        _record_run_config(run_dir, hc, train_cfg)
+        if held_log is not None:
+            held_log.release()
+
     try:
         train_cfg = validate(to_train_config(cfg))
         if train_cfg.resume:
             from dqn_cli.resume import resumed_config
 
             train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
-        summary = train(train_cfg, run_dir, multirun=multirun)
+        summary = train(train_cfg, run_dir, multirun=multirun, on_start=on_start)
     except (ConfigError, CheckpointError, NonFiniteLoss, EnvWorkerDied, CheckpointWriteError) as err:
         if debug():
             raise
         bad_input = isinstance(err, (ConfigError, CheckpointError))
+        if held_log is not None and not held_log.released:  # bad input: the run dir is left as it was
+            held_log.discard()
+            _remove_if_empty(run_dir)
         hint = f"; continue later with: dqn train resume={run_dir}" if isinstance(err, CheckpointWriteError) else ""
         fail("train", f"{err}{hint}", code=2 if bad_input else 1)  # 2: bad input, 1: a fault while training
     if summary.get("stopped"):  # SIGINT/SIGTERM, checkpoint written: the job ends normally for Hydra
@@ -98,6 +109,65 @@ def _train_task(cfg) -> float:
 
 
 _stopped_by: list[int] = []  # signals that stopped a training run in this process
+_RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written by _record_run_config
+
+
+def _record_run_config(run_dir: Path, hc, train_cfg) -> None:
+    """``.hydra/`` of a run whose input passed every check: the resolved config (and, where
+    Hydra was told not to write them, hydra.yaml and overrides.yaml)."""
+    from omegaconf import OmegaConf
+
+    if train_cfg.resume:  # resume.save_config records the resumed run's config once it is restored
+        return
+    if hc.output_subdir is None and _RECORD_CONFIG not in hc.overrides.hydra:
+        return  # the user asked for no .hydra/
+    out = run_dir / (hc.output_subdir or ".hydra")
+    out.mkdir(parents=True, exist_ok=True)
+    if hc.output_subdir is None:
+        hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(hc)})
+        hydra_cfg.hydra.output_subdir = ".hydra"
+        hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != _RECORD_CONFIG]
+        OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
+    OmegaConf.save(OmegaConf.structured(train_cfg), out / "config.yaml")  # resolved: ALE/Breakout-v5, not ${..}
+
+
+class _HeldRunLog:
+    """Holds the records meant for the run's train.log until :meth:`release` (or drops them)."""
+
+    def __init__(self):
+        import logging.handlers
+
+        root = logging.getLogger()
+        self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        self.memory = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
+        self.released = False
+        for handler in self.files:
+            root.removeHandler(handler)
+        root.addHandler(self.memory)
+
+    def release(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.memory)
+        for handler in self.files:
+            root.addHandler(handler)
+            for record in self.memory.buffer:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        self.memory.buffer.clear()
+        self.released = True
+
+    def discard(self) -> None:
+        logging.getLogger().removeHandler(self.memory)
+        self.memory.buffer.clear()
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove the run dir Hydra made for input that was refused (only if nothing is in it)."""
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _eval_task(cfg) -> dict:
@@ -134,6 +204,10 @@ def run_hydra(command: str, args: list[str]) -> int:
             args = rewrite_resume_args(args)
         except ValueError as err:
             fail("train", str(err))
+        inspecting = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "-p", "--package", "-sc",
+                      "--shell-completion", "-m", "--multirun"}  # fmt: skip
+        if not inspecting & set(args) and not any(a.startswith("hydra.output_subdir=") for a in args):
+            args = [*args, _RECORD_CONFIG]  # .hydra/ is written once the input passed every check
     task = _train_task if command == "train" else _eval_task
     app = _hydra_app(task, "train" if command == "train" else "eval")
     argv0 = sys.argv[0]

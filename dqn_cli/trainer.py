@@ -22,6 +22,7 @@ import random
 import signal
 import time
 from contextlib import contextmanager
+from typing import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -137,7 +138,8 @@ class Counters:
     finished: bool = False  # the final evaluation is done
 
 
-def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
+def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
+          on_start: Callable[[], None] | None = None) -> dict:  # fmt: skip
     """Train one agent into ``run_dir``; return the summary (also written to summary.json).
 
     A SIGINT/SIGTERM stops it after the current step with a checkpoint and
@@ -145,6 +147,8 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
     Raises ConfigError / CheckpointError for bad input (before any env starts,
     but for weights or a replay.npz that turn out not to fit on resume),
     NonFiniteLoss, EnvWorkerDied, CheckpointWriteError, or Abort (a second signal).
+    ``on_start`` is called once the input has passed every check, before
+    anything starts (the CLI records the run's config there).
     """
     run_dir = Path(run_dir)
     spec = describe_env(cfg.env)  # validates the env before any process starts
@@ -160,6 +164,8 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False) -> dict:
         last = run_dir / "checkpoints" / "last.pt"
         resume_state = ckpt.load_checkpoint(last)
         resume.check_resumable(resume_state, cfg, last)
+    if on_start is not None:
+        on_start()
 
     envs = eval_envs = logger = None
     n = Counters()

@@ -314,6 +314,7 @@ def test_train_and_eval_end_to_end(tmp_path, env, backend):
     assert summary["env"] == env.capitalize()
     assert np.isfinite(summary["final_eval_mean_return"])
     saved = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "${" not in saved and f"game: {env.capitalize()}" in saved  # resolved, as the run used it
     for key in ("frame_skip: 4", "sticky_action_prob: 0.0", "episodic_life: true", "clip_rewards: true",
                 "noop_max: 30", "fire_reset: true", "max_episode_frames: 200"):
         assert key in saved  # the protocol is recorded with the run

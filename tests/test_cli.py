@@ -152,7 +152,25 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, override, needle):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert needle in lines[0]
-    assert not (run_dir / "checkpoints").exists()
+    assert not run_dir.exists()  # refused input leaves no run dir behind
+
+
+def test_bad_input_into_an_existing_run_dir_changes_nothing(trained_run, tmp_path):
+    """The config, overrides and log of a run stay as they were (it can still be resumed as it was)."""
+    import hashlib
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+
+    def files() -> dict:
+        return {p.relative_to(run): hashlib.md5(p.read_bytes()).hexdigest() for p in run.rglob("*") if p.is_file()}
+
+    before = files()
+    for override in ("optimizer.lr=-1", "env.id=NoSuchEnv-v0"):
+        proc = run_dqn("train", override, f"hydra.run.dir={run}")
+        assert proc.returncode == 2, proc.stderr
+    assert files() == before
 
 
 def test_unknown_key_and_group_option_fail_cleanly():
