@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,10 @@ import torch
 FORMAT = "dqn-checkpoint"
 FORMAT_VERSION = 1
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6 (what dqn writes) is a zip archive
+# torch's legacy format is a bare pickle stream opening with this number (a LONG1 opcode)
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_AGAIN = "use another file from its checkpoints/ dir"
 
 
 class CheckpointError(ValueError):
@@ -211,7 +216,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory; pass a .pt file such as {path}/checkpoints/last.pt")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); use another file from its checkpoints/ dir")
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {_AGAIN}")
+    _check_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -223,7 +229,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ) from None
     except Exception as err:  # zip, pickle-stream and storage errors of a damaged file
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:160]})") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:160]}); {_AGAIN}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dqn checkpoint (no '{FORMAT}' marker); pass a file written by dqn train")
     if state.get("format_version", 0) > FORMAT_VERSION:
@@ -231,3 +237,43 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path} has format version {state.get('format_version')}; this dqn reads up to {FORMAT_VERSION}"
         )
     return state
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a file torch.load would misread: not a torch file, or a zip whose CRCs do not match.
+
+    torch.load reads the zip format without checking its CRCs, so flipped bytes
+    would load as garbage weights; this reads the file once to check them
+    (fast: no unpickling, nothing in the file is run). A file that is neither
+    a zip archive nor torch's legacy pickle format would otherwise reach the
+    weights-only unpickler and be mistaken for a code-carrying pickle.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(32)
+    except OSError as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({_first_line(err)})") from None
+    if not head.startswith(_ZIP_MAGIC):
+        if head.startswith(b"\x80") and _LEGACY_MAGIC in head:
+            return  # torch's legacy format: torch.load(weights_only=True) refuses anything but data
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a torch checkpoint (not a zip archive); "
+            f"{_AGAIN}, or a file written by dqn train"
+        )
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:  # the directory at the end of the zip is gone (cut short) or damaged
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt (its zip directory is missing or damaged); {_AGAIN}"
+        ) from None
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({_first_line(err)}); {_AGAIN}") from None
+    try:
+        with archive:
+            damaged = archive.testzip()
+    except Exception as err:  # damaged member headers
+        raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(err)}); {_AGAIN}") from None
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt (member {damaged[:120]} fails its CRC check); {_AGAIN}"
+        )

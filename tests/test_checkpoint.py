@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,61 @@ def test_checkpoint_for_a_different_network_is_named(trained_run, tmp_path):
     proc = run_dqn("eval", f"checkpoint={bad}", f"hydra.run.dir={tmp_path}/e")
     assert proc.returncode == 2
     assert "do not match the mlp network" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def flip_bytes(path, start, count=2000):
+    """Invert ``count`` bytes of ``path`` from ``start``: damage a disk or a copy could do."""
+    data = bytearray(path.read_bytes())
+    data[start : start + count] = bytes(b ^ 0xFF for b in data[start : start + count])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["weights", "pickle"])
+def test_a_checkpoint_with_flipped_bytes_is_named_corrupt(tmp_path, where):
+    # torch.load does not check the zip CRCs: damaged weights used to load silently
+    big = {"counters": {"env_steps": 1}, "weights": torch.randn(20_000)}  # ~80 KB, mostly tensor data
+    path = ckpt.save_checkpoint(tmp_path, 1, big, keep=1)
+    if where == "weights":
+        flip_bytes(path, path.stat().st_size // 2 - 1000)
+    else:  # inside data.pkl: used to be taken for a code-carrying pickle ("refused")
+        with zipfile.ZipFile(path) as zf:
+            pickled = zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
+        flip_bytes(path, path.read_bytes().index(pickled) + 2, count=8)
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load_checkpoint(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    assert "corrupt" in msg and "CRC" in msg and "checkpoints/" in msg and "refused" not in msg, msg
+
+
+def test_random_bytes_are_named_not_a_checkpoint_not_a_refused_pickle(tmp_path):
+    path = tmp_path / "random.pt"
+    path.write_bytes(os.urandom(20_000))
+    with pytest.raises(ckpt.CheckpointError) as err:
+        ckpt.load_checkpoint(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+    assert "corrupt" in msg and "not a torch checkpoint" in msg and "refused" not in msg, msg
+
+
+def test_a_truncated_checkpoint_is_named_truncated(tmp_path):
+    good = ckpt.save_checkpoint(tmp_path, 1, state(1), keep=1)
+    path = tmp_path / "cut.pt"
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ckpt.CheckpointError, match="truncated or corrupt") as err:
+        ckpt.load_checkpoint(path)
+    assert "refused" not in str(err.value)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_code_running_pickle_in_torch_legacy_format_is_still_refused(tmp_path, protocol):
+    # torch's pre-1.6 format is a bare pickle stream, not a zip: still refused, never run
+    MARKER.unlink(missing_ok=True)
+    evil = tmp_path / "evil_legacy.pt"
+    with evil.open("wb") as f:
+        torch.save({"format": ckpt.FORMAT, "payload": Exploit()}, f,
+                   _use_new_zipfile_serialization=False, pickle_protocol=protocol)  # fmt: skip
+    with pytest.raises(ckpt.CheckpointError, match="refused"):
+        ckpt.load_checkpoint(evil)
+    assert not MARKER.exists()
