@@ -4,10 +4,16 @@ Episodes run in parallel over a vector env; each env plays a fixed quota of
 episodes, so short episodes are not over-represented (taking the first N to
 finish would bias the mean towards failures). For Atari the evaluation
 protocol is the full game with raw rewards (no episodic life, no clipping).
+
+``evaluate(..., record_actions=True)`` also keeps, for each scored episode,
+its env's slot and the actions it played: with the slot's reset seed that is
+all it takes to replay the very same episode on a rendering env
+(:func:`dqn_cli.video.record_episodes`, ``dqn eval ... video=true``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,9 +26,19 @@ from dqn_cli.envs import EpisodeStats, FrameStacker, EnvSpec, info_array, make_v
 
 @dataclass
 class EvalResult:
+    """Scored episodes, in the order they finished.
+
+    With ``record_actions``: ``env_seeds[i]`` is the seed env ``i`` was first reset
+    with; scored episode ``k`` was played by env ``env_index[k]`` (its episodes
+    follow each other with unseeded autoresets) with the actions ``actions[k]``
+    (int64, one per step: ``len(actions[k]) == lengths[k]``).
+    """
+
     returns: list[float]
     lengths: list[int]
-    frames: list[np.ndarray] = field(default_factory=list)  # rgb (H, W, 3) uint8, when recorded
+    env_seeds: list[int] = field(default_factory=list)
+    env_index: list[int] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
 
     def summary(self) -> dict:
         r = np.asarray(self.returns, dtype=np.float64)
@@ -49,10 +65,13 @@ def evaluate(
     seed: int,
     epsilon: float,
     device: torch.device,
+    record_actions: bool = False,
 ) -> EvalResult:
     """Play ``episodes`` episodes with the epsilon-greedy policy of ``q_network``.
 
-    envs: an evaluation vector env (``make_vector_env(..., training=False)``), reset here with ``seed``.
+    envs: an evaluation vector env (``make_vector_env(..., training=False)``), reset here with ``seed``
+    (env ``i`` with ``seed + i``). record_actions: also keep what a replay of the scored
+    episodes needs (see :class:`EvalResult`); it does not change what is played.
     """
     n = envs.num_envs
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
@@ -63,6 +82,9 @@ def evaluate(
     stats = EpisodeStats(n)
     done_count = np.zeros(n, dtype=np.int64)
     result = EvalResult([], [])
+    playing: list[list[int]] = [[] for _ in range(n)]  # record_actions: each env's current episode
+    if record_actions:
+        result.env_seeds = [seed + i for i in range(n)]
     was_training = q_network.training
     q_network.eval()
     try:
@@ -72,6 +94,9 @@ def evaluate(
             explore = rng.random(n) < epsilon
             if explore.any():
                 actions[explore] = rng.integers(spec.n_actions, size=int(explore.sum()))
+            if record_actions:
+                for i in np.flatnonzero(done_count < quota):
+                    playing[i].append(int(actions[i]))
             frames, rewards, terminated, truncated, infos = envs.step(actions)
             ended = terminated | truncated
             game_over = info_array(infos, "game_over", ended, ended)
@@ -81,6 +106,10 @@ def evaluate(
                 if done_count[i] < quota[i]:
                     result.returns.append(ret)
                     result.lengths.append(length)
+                    if record_actions:
+                        result.env_index.append(int(i))
+                        result.actions.append(np.asarray(playing[i], dtype=np.int64))
+                        playing[i] = []
                 done_count[i] += 1
             obs = stacker.step(frames, ended)
     finally:
@@ -145,18 +174,25 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     device = resolve_device(cfg.device)
     net, train_cfg, spec = load_agent_network(state, device)
     epsilon = train_cfg.eval.epsilon if cfg.epsilon is None else float(cfg.epsilon)
-    envs = make_eval_env(train_cfg.env, cfg.episodes, cfg.seed)
+    env_cfg = train_cfg.env
+    if cfg.video:
+        from dqn_cli.video import check_video, record_episodes
+
+        if env_cfg.vectorization == "ale":
+            # ale-py's native vector env seeds its games its own way and cannot render:
+            # play on Gymnasium's vector env of the same games, whose episodes a rendering env replays.
+            env_cfg = dataclasses.replace(env_cfg, vectorization="async")
+        check_video(env_cfg)  # a missing renderer fails now, not after the evaluation
+    envs = make_eval_env(env_cfg, cfg.episodes, cfg.seed)
     try:
-        result = evaluate(net, envs, spec, cfg.episodes, cfg.seed, epsilon, device)
+        result = evaluate(net, envs, spec, cfg.episodes, cfg.seed, epsilon, device, record_actions=bool(cfg.video))
     finally:
         envs.close()
     summary = result.summary()
     summary.update(checkpoint=str(Path(cfg.checkpoint)), env_steps=int(state.get("counters", {}).get("env_steps", 0)),
                    epsilon=epsilon, seed=int(cfg.seed))  # fmt: skip
-    if cfg.video:
-        from dqn_cli.video import record_episodes
-
-        summary["video"] = str(record_episodes(net, train_cfg.env, spec, Path(run_dir), cfg.seed, epsilon, device))
+    if cfg.video:  # the scored episodes themselves, replayed on a rendering env
+        summary["video"] = str(record_episodes(env_cfg, Path(run_dir), result))
     name = train_cfg.env.id if train_cfg.env.kind == "classic" else train_cfg.env.game
     logging.getLogger("dqn").info("evaluated %s (%d env steps) on %s", cfg.checkpoint, summary["env_steps"], name)
     print(

@@ -7,15 +7,28 @@ each frame is the real screen from ``env.render()`` (CartPole 400x600, Atari
 
 * :func:`record_episode_frames` plays one episode and returns its frames
   (the trainer sends them to TensorBoard at each evaluation, ``eval.video=true``);
-* :func:`record_episodes` writes the episodes to ``RUN_DIR/eval.mp4``
-  (``dqn eval ... video=true``), streaming frames to ffmpeg (libx264).
+* :func:`record_episodes` writes the episodes that ``dqn eval`` scored to
+  ``RUN_DIR/eval.mp4`` (``dqn eval ... video=true``), streaming frames to
+  ffmpeg (libx264).
 
-Episode ``i`` is reset with ``seed + i``: the same seed :func:`dqn_cli.evaluate.evaluate`
-gives the first episode of its eval env ``i``, so the video shows episodes
-that were scored (exactly so for the greedy policy).
+The mp4 is the scored episodes themselves, not new ones: the evaluation
+(:func:`dqn_cli.evaluate.evaluate` with ``record_actions=True``) keeps each
+scored episode's env slot and actions, and :func:`record_episodes` replays
+them on rendering envs, one per slot, reset as the vector env's were (slot
+``i`` first with seed ``seed + i``, then unseeded autoresets), so every env
+plays the same game again. Each replayed episode must end exactly at its last
+recorded action with the scored return, else :class:`ReplayDiverged`.
+(ale-py's native ``ale`` backend neither renders nor seeds games as Gymnasium
+does: ``dqn eval ... video=true`` of such a run is scored on ``async``.)
 
-Classic-control envs draw with pygame (a dependency of dqn); Atari frames
-come from the emulator.
+Frame-count rule of the mp4: the scored episodes in the order they finished
+(the order of their returns), each as its reset screen plus one frame per
+step, so ``frames == sum(lengths) + episodes``.
+
+Classic-control envs draw with pygame (a dependency of dqn), headless:
+``SDL_VIDEODRIVER`` and ``SDL_AUDIODRIVER`` default to ``dummy`` before a
+rendering env is made (no display is needed for ``rgb_array``, and SDL stays
+quiet where ``XDG_RUNTIME_DIR`` is unset). Atari frames come from the emulator.
 """
 
 from __future__ import annotations
@@ -42,6 +55,10 @@ class VideoUnavailable(ConfigError):
     """The env cannot render rgb frames here (a missing renderer dependency)."""
 
 
+class ReplayDiverged(RuntimeError):
+    """A replayed episode did not end as the scored one did (the env is not deterministic given its seed)."""
+
+
 class EpisodeFrames(list):
     """A list of rgb frames (H, W, 3) uint8 that knows its real-time playback rate ``fps``."""
 
@@ -53,6 +70,18 @@ class EpisodeFrames(list):
 # -------------------------------------------------------------- rendering
 def _env_name(cfg: EnvConfig) -> str:
     return cfg.id if cfg.kind == "classic" else str(cfg.game)
+
+
+def _make_render_env(env_cfg: EnvConfig):
+    """One evaluation-protocol env with ``render_mode="rgb_array"``; SDL (pygame) made headless first.
+
+    SDL picks its drivers when pygame initialises, at the first render; left to
+    probe for a display it prints "error: XDG_RUNTIME_DIR is invalid or not set
+    in the environment." to stderr where that is unset. An explicit setting wins.
+    """
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    return env_factory(env_cfg, training=False, render_mode="rgb_array")()
 
 
 def _render(env) -> np.ndarray:
@@ -93,7 +122,7 @@ def check_video(env_cfg: EnvConfig) -> None:
 
     Cheap (one env in this process); meant for up-front validation of ``video=true``.
     """
-    env = env_factory(env_cfg, training=False, render_mode="rgb_array")()
+    env = _make_render_env(env_cfg)
     try:
         env.reset(seed=0)
         _render(env)
@@ -159,7 +188,7 @@ def record_episode_frames(
     other than CartPole) it logs a warning once and returns [] (a training run
     goes on without its video); ``strict=True`` raises VideoUnavailable instead.
     """
-    env = env_factory(env_cfg, training=False, render_mode="rgb_array")()
+    env = _make_render_env(env_cfg)
     rng = np.random.default_rng(seed)
     try:
         with _EvalMode(q_network):
@@ -177,24 +206,57 @@ def record_episode_frames(
         env.close()
 
 
-def record_episodes(
-    q_network: torch.nn.Module,
-    env_cfg: EnvConfig,
-    spec: EnvSpec,
-    run_dir: Path,
-    seed: int,
-    epsilon: float,
-    device: torch.device,
-    episodes: int = 1,
-    max_frames: int = 20_000,
-) -> Path:
-    """Play ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...) and write them,
-    one after the other, to ``run_dir/eval.mp4`` (H.264, real-time fps); return its path.
+def replay_episodes(env_cfg: EnvConfig, result) -> Iterator[tuple[int, np.ndarray]]:
+    """Replay the scored episodes of ``result`` on rendering envs; yield ``(k, frame)`` pairs.
 
-    Frames stream to ffmpeg, so a long Atari game needs no memory for its frames;
-    ``max_frames`` caps each episode. Odd frame sizes are padded to even (yuv420p).
+    result: a :class:`dqn_cli.evaluate.EvalResult` of ``evaluate(..., record_actions=True)``
+    on an env made from ``env_cfg`` (any ``sync``/``async`` backend: they play the
+    same games). Episode ``k`` (the ``k``-th scored) yields ``result.lengths[k] + 1``
+    frames: its reset screen, then one per step. Raises ReplayDiverged if an
+    episode does not end at its last action with its scored return,
+    VideoUnavailable if the env cannot render here.
+    """
+    if len(result.actions) != len(result.returns) or not result.env_seeds:
+        raise ValueError("the evaluation did not record its actions: evaluate(..., record_actions=True)")
+    envs: dict = {}  # env slot -> its rendering env, kept between its episodes
+    try:
+        for k, (slot, actions) in enumerate(zip(result.env_index, result.actions)):
+            env = envs.get(slot)
+            if env is None:
+                env = envs[slot] = _make_render_env(env_cfg)
+                env.reset(seed=int(result.env_seeds[slot]))
+            else:
+                env.reset()  # the vector env's autoreset: unseeded, the env's own RNG goes on
+            yield k, _render(env)
+            total, last = 0.0, len(actions) - 1
+            for t, action in enumerate(actions):
+                _, reward, terminated, truncated, _ = env.step(int(action))
+                total += float(reward)
+                yield k, _render(env)
+                if bool(terminated or truncated) != (t == last):
+                    raise ReplayDiverged(
+                        f"replayed episode {k} (env {slot}) {'ended' if t < last else 'did not end'} at step {t + 1}; "
+                        f"it was scored with {len(actions)} steps"
+                    )
+            if not np.isclose(total, result.returns[k], rtol=1e-9, atol=1e-9):
+                raise ReplayDiverged(f"replayed episode {k} (env {slot}) returned {total}, it was scored {result.returns[k]}")
+    finally:
+        for env in envs.values():
+            env.close()
+
+
+def record_episodes(env_cfg: EnvConfig, run_dir: Path, result) -> Path:
+    """Write the scored episodes of ``result`` (``evaluate(..., record_actions=True)``),
+    one after the other in the order they were scored, to ``run_dir/eval.mp4``
+    (H.264, real-time fps); return its path.
+
+    The mp4 has ``sum(result.lengths) + len(result.lengths)`` frames: each episode's
+    reset screen and one frame per step (:func:`replay_episodes`).
+    Frames stream to ffmpeg, so a long Atari game needs no memory for its frames.
+    Odd frame sizes are padded to even (yuv420p).
     The file appears complete or not at all (written beside it, then renamed).
-    Raises VideoUnavailable (a ConfigError) if the env cannot render here.
+    Raises VideoUnavailable (a ConfigError) if the env cannot render here,
+    ReplayDiverged if a replay does not reproduce its scored episode.
     """
     import imageio.v2 as imageio
 
@@ -202,21 +264,19 @@ def record_episodes(
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / VIDEO_NAME
     partial = run_dir / f".{path.stem}.partial{path.suffix}"
-    env = env_factory(env_cfg, training=False, render_mode="rgb_array")()
-    rng = np.random.default_rng(seed)
     writer = None
     frames = 0
     try:
-        with _EvalMode(q_network):
-            for episode in range(episodes):
-                for frame in _play(q_network, env, spec, seed + episode, epsilon, device, max_frames, rng):
-                    if writer is None:
-                        writer = imageio.get_writer(
-                            partial, format="FFMPEG", mode="I", fps=video_fps(env, env_cfg), codec="libx264",
-                            pixelformat="yuv420p", quality=8, macro_block_size=1,
-                        )  # fmt: skip
-                    writer.append_data(_even(frame))
-                    frames += 1
+        for _, frame in replay_episodes(env_cfg, result):
+            if writer is None:
+                writer = imageio.get_writer(
+                    partial, format="FFMPEG", mode="I", fps=_fps(env_cfg), codec="libx264",
+                    pixelformat="yuv420p", quality=8, macro_block_size=1,
+                )  # fmt: skip
+            writer.append_data(_even(frame))
+            frames += 1
+        if writer is None:
+            raise ValueError("no episodes to record")
         writer.close()
         writer = None
         os.replace(partial, path)
@@ -224,9 +284,19 @@ def record_episodes(
         if writer is not None:
             writer.close()
         partial.unlink(missing_ok=True)
-        env.close()
-    log.info("wrote %s (%d episode(s), %d frames)", path, episodes, frames)
+    log.info("wrote %s (%d episode(s), %d frames)", path, len(result.lengths), frames)
     return path
+
+
+def _fps(env_cfg: EnvConfig) -> float:
+    """:func:`video_fps` of ``env_cfg``'s env (a classic env is made, not rendered, to read its metadata)."""
+    if env_cfg.kind == "atari":
+        return video_fps(None, env_cfg)
+    env = env_factory(env_cfg, training=False)()
+    try:
+        return video_fps(env, env_cfg)
+    finally:
+        env.close()
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
