@@ -176,14 +176,16 @@ def _eval_task(cfg) -> dict:
     from dqn_cli.checkpoint import CheckpointError
     from dqn_cli.config import ConfigError
     from dqn_cli.evaluate import eval_checkpoint
+    from dqn_cli.video import ReplayDiverged
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return eval_checkpoint(cfg, run_dir)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, ReplayDiverged) as err:
         if debug():
             raise
-        fail("eval", str(err))
+        fault = isinstance(err, ReplayDiverged)  # the env is not deterministic given its seed: no video
+        fail("eval", f"{err}; no video was written" if fault else str(err), code=1 if fault else 2)
 
 
 def _hydra_app(task, config_name: str):
@@ -193,6 +195,37 @@ def _hydra_app(task, config_name: str):
 
     register_configs()
     return hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
+
+
+def _one_line_value_errors(command: str) -> None:
+    """A value of the wrong type (``total_steps=abc``) gets one line and exit 2 like any bad value.
+
+    Hydra reports it as a 6-line "Error merging override" block with exit 1;
+    unknown keys and group options keep Hydra's own message (it lists what
+    exists). Hydra's reporter is wrapped, not replaced (hydra-core is pinned
+    to 1.3.x, where ``hydra._internal.utils.run_and_report`` runs the app).
+    """
+    import hydra._internal.utils as hydra_utils
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
+
+    report = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
+
+    def run_and_report(func):
+        def guarded():
+            try:
+                return func()
+            except ConfigCompositionException as err:
+                if debug() or not isinstance(err.__cause__, ValidationError):
+                    raise
+                override = str(err).removeprefix("Error merging override ").strip()
+                reason = str(err.__cause__).strip().splitlines()[0]
+                fail(command, f"{override}: {reason}")
+
+        return report(guarded)
+
+    run_and_report.__wrapped__ = report
+    hydra_utils.run_and_report = run_and_report
 
 
 def run_hydra(command: str, args: list[str]) -> int:
@@ -210,10 +243,15 @@ def run_hydra(command: str, args: list[str]) -> int:
             args = [*args, _RECORD_CONFIG]  # .hydra/ is written once the input passed every check
     task = _train_task if command == "train" else _eval_task
     app = _hydra_app(task, "train" if command == "train" else "eval")
+    _one_line_value_errors(command)
     argv0 = sys.argv[0]
     sys.argv = [f"dqn {command}", *args]
     try:
         app()
+    except ValueError as err:  # Hydra's own flag check, e.g. --cfg with --multirun, raised before any run
+        if debug() or not str(err).startswith("Only one of"):
+            raise
+        fail(command, str(err).strip().splitlines()[0])
     except KeyboardInterrupt as err:  # a second signal (trainer.Abort), or a Ctrl-C before training began
         if debug():
             raise
@@ -223,6 +261,35 @@ def run_hydra(command: str, args: list[str]) -> int:
     finally:
         sys.argv[0] = argv0
     return 128 + _stopped_by[-1] if _stopped_by else 0
+
+
+# ------------------------------------------------------------ tab completion
+BENCH_WORDS = ("all", "envs", "update", "replay", "--quick", "--threads")
+
+
+def complete(args: list[str]) -> int:
+    """Answer a shell's completion query: ``dqn -sc query=bash`` with ``COMP_LINE`` set.
+
+    The script from ``dqn train --shell-completion install=bash`` calls it on
+    TAB. The first word after ``dqn`` completes to a command; after ``train``
+    or ``eval`` Hydra completes config groups, keys and values for that app
+    (it is asked with the command word taken out of the line, as if
+    ``dqn train`` were one program).
+    """
+    line = os.environ.get("COMP_LINE", "dqn ")
+    words = line.split()
+    typing_command = len(words) < 2 or (len(words) == 2 and not line.endswith(" "))
+    if typing_command:
+        print(" ".join(COMMANDS))
+        return 0
+    command = words[1]
+    if command == "bench":
+        print(" ".join(BENCH_WORDS))
+        return 0
+    if command not in ("train", "eval"):
+        return 0
+    os.environ["COMP_LINE"] = line.replace(command, "", 1)  # "dqn train env=" -> "dqn  env="
+    return run_hydra(command, ["-sc", *args])
 
 
 # ----------------------------------------------------------------------- main
@@ -237,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in ("-V", "--version"):
         print(f"dqn {__version__}")
         return 0
+    if args[0] in ("-sc", "--shell-completion") and any(a.startswith("query=") for a in args[1:]):
+        return complete(args[1:])
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         fail("", f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)} (see dqn --help)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def test_other_env_async_vectorization_and_options(tmp_path):
         ("env.id=Pendulum-v1", "DQN needs Discrete actions"),
         ("device=tpu", "device must be auto, cpu, cuda or cuda:N"),
         ("loss=l1", "loss must be huber or mse"),
+        ("total_steps=abc", "total_steps=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("--cfg hydra -m", "Only one of --run, --multirun, --cfg"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, override, needle):
@@ -183,3 +186,24 @@ def test_unknown_key_and_group_option_fail_cleanly():
 def test_unknown_command():
     proc = run_dqn("fly")
     assert proc.returncode == 2 and "unknown command 'fly'" in proc.stderr
+
+
+def test_bash_tab_completion_of_commands_groups_and_keys(tmp_path):
+    """The script `dqn train --shell-completion install=bash` prints, loaded into bash, completes
+    the command, then config groups and keys of that command's Hydra app."""
+    import shutil
+    import subprocess
+
+    dqn = Path(sys.executable).parent / "dqn"
+    if not dqn.exists() or shutil.which("bash") is None:
+        pytest.skip("needs the dqn console script and bash")
+    script = (
+        'eval "$(dqn train --shell-completion install=bash)"\n'
+        "ask() { COMP_LINE=\"$1\"; COMP_POINT=${#1}; read -ra COMP_WORDS <<< \"$1\"; "
+        "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); hydra_bash_completion; echo \"${COMPREPLY[*]}\"; }\n"
+        'ask "dqn ev"\nask "dqn train env="\nask "dqn train optimizer.l"\n'
+    )
+    env = {**os.environ, "PATH": f"{dqn.parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.stdout.splitlines() == ["eval", "env=atari env=breakout env=cartpole env=classic env=pong",
+                                        "optimizer.lr="], proc.stderr  # fmt: skip
