@@ -83,6 +83,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter measurements (a few seconds each part)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for update throughput)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for the updates (0 = all cores)")
+    parser.error = lambda message: parser.exit(2, f"dqn bench: error: {message} (see dqn bench --help)\n")
     args = parser.parse_args(argv)
 
     from dqn_cli.config import ConfigError, EnvConfig, check_device
@@ -134,6 +135,10 @@ def main(argv: list[str]) -> int:
         for key, value in replay_figures.items():
             if key.endswith("_us"):
                 rows.append((f"replay {key[:-3].replace('_', ' ')}", f"{value:,.1f} us"))
+        for kind in ("uniform", "per"):
+            rows.append((f"replay {kind} memory, Atari transition",
+                         f"{replay_figures[f'{kind}_bytes_per_transition']:,.0f} B "
+                         f"({replay_figures[f'{kind}_gib_at_2_20']} GiB at 2^20)"))  # fmt: skip
 
     verdict = _verdict(figures)
     if verdict:

@@ -267,6 +267,13 @@ def run(quick: bool = False) -> dict:
 
     per_atari_t = time_us(per_atari_sample_update, number, repeat)
     gib = uniform.nbytes / 2**30
+    memory = {  # bytes per stored transition (frame once + slot fields; PER adds its trees)
+        "uniform_bytes_per_transition": round(uniform.bytes_per_transition, 1),
+        "per_bytes_per_transition": round(per_atari.bytes_per_transition, 1),
+        "stacked_bytes_per_transition": 2 * 4 * 84 * 84,  # obs + next_obs stored stacked, for comparison
+        "uniform_gib_at_2_20": round(uniform.bytes_per_transition * 2**20 / 2**30, 2),
+        "per_gib_at_2_20": round(per_atari.bytes_per_transition * 2**20 / 2**30, 2),
+    }
     rows += [(f"uniform sample(32), Atari 4x84x84 uint8 ({gib:.1f} GiB)", capacity, uniform_t),
              ("PER sample(32) + update_priorities(32), Atari frames", capacity, per_atari_t)]  # fmt: skip
     del uniform, per_atari
@@ -284,6 +291,7 @@ def run(quick: bool = False) -> dict:
         "per_atari_sample_update_us": round(per_atari_t[0], 1),
         "uniform_add_us": round(uniform_add_t[0], 1),
         "per_add_us": round(per_add_t[0], 1),
+        **memory,
         "capacity": capacity,
         "per_capacity": PER_CAPACITY,
         "batch_size": BATCH,
@@ -307,6 +315,10 @@ def _print_table(rows, result) -> None:
     print(f"PER speedup over the per-item Python segment tree: {result['speedup_vs_python_segment_tree']:.1f}x "
           f"(trees only {result['speedup_trees_only']:.1f}x); goal: PER sample + update <= 100 us. "
           f"{result['timing']}; load average {result['load_average_1min']} on {result['cpu']}")  # fmt: skip
+    print(f"replay memory per Atari transition: {result['uniform_bytes_per_transition']:,.0f} B uniform, "
+          f"{result['per_bytes_per_transition']:,.0f} B prioritized (stacked obs + next_obs would take "
+          f"{result['stacked_bytes_per_transition']:,} B); at 2^20 transitions {result['uniform_gib_at_2_20']} / "
+          f"{result['per_gib_at_2_20']} GiB")  # fmt: skip
     if "note" in result:
         print(result["note"])
 

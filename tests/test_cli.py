@@ -183,6 +183,13 @@ def test_unknown_key_and_group_option_fail_cleanly():
         assert "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_bench_bad_argument_is_one_line():
+    proc = run_dqn("bench", "foo")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "dqn bench: error: argument what: invalid choice: 'foo' (choose from 'all', 'envs', 'update', 'replay') "
+        "(see dqn bench --help)"]  # fmt: skip
+
+
 def test_unknown_command():
     proc = run_dqn("fly")
     assert proc.returncode == 2 and "unknown command 'fly'" in proc.stderr

@@ -90,6 +90,8 @@ def test_readme_command_runs(command, trained_run, tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         figures = last_json_line(proc.stdout)
         assert "per_sample_update_us" in figures and "uniform_sample_us" in figures
+        # replay memory: one 84x84 frame plus slot fields per transition, not stacked obs + next_obs
+        assert 84 * 84 < figures["uniform_bytes_per_transition"] <= 7300 < figures["stacked_bytes_per_transition"]
         assert any(k.endswith("_env_steps_per_second") for k in figures)
         assert "verdict" in figures
         return
