@@ -232,11 +232,17 @@ def test_async_workers_ignore_sigint():
 
 # ------------------------------------------------------------- presets
 def _cfg_job(*overrides) -> dict:
-    import yaml
+    """What `dqn train OVERRIDES --cfg job` prints, composed in-process (the same config dir and
+    schemas; test_cli checks the subprocess path once) to save a Python start-up per call."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    proc = run_dqn("train", *overrides, "--cfg", "job", timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return yaml.safe_load(proc.stdout)
+    from dqn_cli.cli import config_dir
+    from dqn_cli.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="train"):
+        return OmegaConf.to_container(compose("train", overrides=list(overrides)))
 
 
 def test_env_breakout_picks_the_atari_defaults():
