@@ -156,8 +156,11 @@ class DQNAgent:
         return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm))
 
     @torch.no_grad()
-    def update_target(self, tau: float) -> None:
-        """target <- tau * online + (1 - tau) * target; tau = 1 is the hard copy."""
+    def update_target(self, tau: float, times: int = 1) -> None:
+        """target <- tau * online + (1 - tau) * target, ``times`` times over (one update per
+        target period that passed: a vector step of many envs can pass several), done at once
+        as one update with ``1 - (1 - tau)**times``; tau = 1 is the hard copy."""
+        tau = 1.0 - (1.0 - tau) ** times
         online = list(self.q_network.parameters()) + list(self.q_network.buffers())
         target = list(self.target_network.parameters()) + list(self.target_network.buffers())
         if tau >= 1.0:

@@ -129,7 +129,7 @@ class Counters:
 
     env_steps: int = 0  # summed over envs
     updates: int = 0  # gradient steps
-    target_updates: int = 0
+    target_updates: int = 0  # target periods passed once learning began (each applied to the target)
     evaluations: int = 0
     best_eval_return: float = float("-inf")
     last_eval_mean: float = float("nan")
@@ -242,6 +242,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                 if video is not None:
                     logger.video("eval/video", video, n.env_steps)
 
+            info = None  # the last update's UpdateInfo
             while n.env_steps < cfg.total_steps and not stop:
                 # Act: epsilon-greedy over all envs at once, then step them.
                 eps = epsilon(n.env_steps)
@@ -268,9 +269,10 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                     n.updates += 1
                     if not np.isfinite(info.td_loss):
                         raise NonFiniteLoss(n.env_steps, info.td_loss)
-                if n.updates > 0 and n.env_steps // cfg.target_update_period > n.target_updates:
-                    agent.update_target(cfg.tau)
-                    n.target_updates = n.env_steps // cfg.target_update_period
+                periods = n.env_steps // cfg.target_update_period - n.target_updates
+                if n.updates > 0 and periods > 0:  # (before the first update target == online)
+                    agent.update_target(cfg.tau, times=periods)
+                    n.target_updates += periods
 
                 logger.advance(n.env_steps, eps)
                 if n.env_steps - last_log >= cfg.log_every:
@@ -278,7 +280,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                     sps, ups = logger.rates(n.env_steps, n.updates)
                     logger.scalars({"charts/epsilon": eps, "perf/env_steps_per_second": sps,
                                     "perf/updates_per_second": ups}, n.env_steps)  # fmt: skip
-                    if n.updates > 0:
+                    if info is not None:  # an update ran in this process (a resumed run may not have one yet)
                         logger.scalars({"losses/td_loss": info.td_loss, "losses/q_values": info.q_values,
                                         "losses/grad_norm": info.grad_norm}, n.env_steps)  # fmt: skip
                         logger.scalars(replay.metrics(), n.env_steps)

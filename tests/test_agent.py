@@ -127,3 +127,36 @@ def test_state_restores_exploration_and_survives_a_change_of_device_type():
         agent.load_state_dict({**state, "generator": philox})
         runs.append(agent.act(obs, 0.5))
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], expected)
+
+
+def test_several_polyak_periods_at_once_equal_as_many_updates():
+    agent, twice = make_agent(False), make_agent(False)
+    for a in (agent, twice):
+        with torch.no_grad():
+            a.q_network.table.add_(1.0)
+    agent.update_target(0.1, times=3)
+    for _ in range(3):
+        twice.update_target(0.1)
+    torch.testing.assert_close(agent.target_network.table, twice.target_network.table)
+    agent.update_target(1.0, times=5)  # hard copies stay copies
+    torch.testing.assert_close(agent.target_network.table, agent.q_network.table)
+
+
+def test_a_vector_step_passing_several_target_periods_applies_each(tmp_path, monkeypatch):
+    """8 envs with target_update_period=2: every vector step passes 4 periods, and the trainer
+    applies all 4 Polyak updates (not one), so tau means the same whatever num_envs is."""
+    from dqn_cli.config import CheckpointConfig, EnvConfig, EvalConfig, NetworkConfig, TrainConfig, validate
+    from dqn_cli.trainer import train
+
+    calls = []
+    original = DQNAgent.update_target
+    monkeypatch.setattr(DQNAgent, "update_target",
+                        lambda self, tau, times=1: (calls.append(times), original(self, tau, times))[1])  # fmt: skip
+    cfg = validate(TrainConfig(
+        env=EnvConfig(num_envs=8), network=NetworkConfig(hidden_sizes=[8]), eval=EvalConfig(every=0, episodes=1),
+        checkpoint=CheckpointConfig(every=0), total_steps=160, learning_starts=40, batch_size=8, train_every=1,
+        target_update_period=2, tau=0.5, device="cpu", progress="off", torch_threads=1))  # fmt: skip
+    (tmp_path / ".hydra").mkdir()
+    train(cfg, tmp_path)
+    assert calls[1:] == [4] * (len(calls) - 1)  # after the first, which catches up on the periods before learning
+    assert sum(calls) == 160 // 2
