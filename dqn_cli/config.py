@@ -249,6 +249,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         v = getattr(s, key)
         _check(0.0 <= v <= 1.0, f"schedule.{key} must be in [0, 1], got {v}")
     _check(s.epsilon_decay_steps >= 1, f"schedule.epsilon_decay_steps must be >= 1, got {s.epsilon_decay_steps}")
+    _check(s.name == "piecewise" or not s.points,
+           f"schedule.points is read by schedule=piecewise only; add schedule=piecewise (now schedule={s.name})")
     if s.name == "piecewise":
         pts = s.points
         _check(

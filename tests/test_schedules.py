@@ -83,3 +83,11 @@ def test_schedules_are_pure():
     assert [f(s) for s in (3, 7, 3)] == [f(3), f(7), f(3)]
     g = piecewise([[0, 1.0], [10, 0.0]])
     assert g(4) == g(4) == pytest.approx(0.6)
+
+
+def test_points_without_the_piecewise_schedule_are_refused_not_ignored():
+    from dqn_cli.config import ConfigError, ScheduleConfig, TrainConfig, validate
+
+    with pytest.raises(ConfigError, match="schedule.points is read by schedule=piecewise only"):
+        validate(TrainConfig(schedule=ScheduleConfig(name="linear", points=[[0, 1.0], [100, 0.1]])))
+    validate(TrainConfig(schedule=ScheduleConfig(name="piecewise", points=[[0, 1.0], [100, 0.1]])))
