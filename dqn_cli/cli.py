@@ -288,7 +288,8 @@ def complete(args: list[str]) -> int:
         return 0
     if command not in ("train", "eval"):
         return 0
-    os.environ["COMP_LINE"] = line.replace(command, "", 1)  # "dqn train env=" -> "dqn  env="
+    program, _ = line.lstrip().split(maxsplit=1)  # "dqn train env=" -> "dqn env=", whatever dqn's path holds
+    os.environ["COMP_LINE"] = program + line.lstrip()[len(program) :].lstrip().removeprefix(command)
     return run_hydra(command, ["-sc", *args])
 
 
