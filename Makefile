@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install dev train test bench clean
+.PHONY: install dev train test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ train: install
 
 test: dev
 	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: dev
+	$(BIN)/ruff check .
 
 bench: install
 	$(BIN)/dqn bench $(ARGS)

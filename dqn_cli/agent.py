@@ -123,6 +123,10 @@ class DQNAgent:
         return torch.where(explore, random_actions, greedy).cpu().numpy()
 
     # ---------------------------------------------------------------- learning
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def update(self, batch: Batch) -> UpdateInfo:
         """One gradient step on the (importance-weighted) TD loss of ``batch``."""
         obs = self.to_device(batch.obs)

@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-import multiprocessing
 import os
 import re
-import signal
 from typing import Any
 
 import gymnasium as gym
@@ -187,11 +185,6 @@ class _Preprocessing(AtariPreprocessing):
             self.ale.getScreenRGB(buffer)
 
 
-def _in_vector_worker() -> bool:
-    """True in a Gymnasium AsyncVectorEnv subprocess (named "Worker<AsyncVectorEnv>-i")."""
-    return multiprocessing.parent_process() is not None and multiprocessing.current_process().name.startswith("Worker<")
-
-
 def make_atari_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One preprocessed Atari env emitting single uint8 frames; no stacking, no episodic life, no clipping.
 
@@ -200,8 +193,9 @@ def make_atari_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     process group) reaches only the trainer, which saves a checkpoint and
     closes the workers itself.
     """
-    if _in_vector_worker():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from dqn_cli.workers import ignore_sigint_in_vector_worker
+
+    ignore_sigint_in_vector_worker()
     _register_ale()
     _, name = resolve_game(cfg.game)
     kwargs: dict[str, Any] = dict(
@@ -232,10 +226,10 @@ def describe(cfg: EnvConfig):
 
     Raises ConfigError for an unknown game or an unusable configuration.
     """
-    from dqn_cli.envs import EnvSpec
+    from dqn_cli.spec import EnvSpec
 
     _register_ale()
-    resolve_game(cfg.game)
+    _, name = resolve_game(cfg.game)
     try:
         env = make_atari_env(cfg)
     except (gym.error.Error, ValueError) as err:
@@ -253,6 +247,7 @@ def describe(cfg: EnvConfig):
             frame_stack=int(cfg.frame_stack),
             n_actions=int(env.action_space.n),
             action_meanings=list(env.unwrapped.get_action_meanings()),
+            label=name,
         )
     finally:
         env.close()
@@ -273,10 +268,11 @@ class ALEVectorAdapter(VectorWrapper):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
     def reset(self, *, seed=None, options=None):
-        if seed is not None and not isinstance(seed, (int, np.ndarray)):
-            seed = np.asarray(list(seed), dtype=np.int64)
-        elif isinstance(seed, np.integer):
-            seed = int(seed)
+        if seed is not None:  # one seed per env; ale-py seeds with 31 bits: 63-bit run seeds are folded down
+            from dqn_cli.runtime import fold_seed
+
+            listed = [seed + i for i in range(self.num_envs)] if np.isscalar(seed) else list(seed)
+            seed = np.asarray([fold_seed(int(s), 31) for s in listed], dtype=np.int64)
         obs, info = self.env.reset(seed=seed, options=options)
         return obs[:, 0], info
 

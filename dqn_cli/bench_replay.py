@@ -234,7 +234,7 @@ def run(quick: bool = False) -> dict:
     py_tree_t = time_us(python_tree_only, slow_number, repeat)
     rows += [("BASELINE per-item Python segment tree (labml), same gather", PER_CAPACITY, py_t),
              ("  the same, trees only", PER_CAPACITY, py_tree_t)]  # fmt: skip
-    del base
+    base = None  # free the baseline tree
 
     # --- one vector step of 4 envs into each buffer, 1-float frames
     uniform_small = ReplayBuffer(PER_CAPACITY, NUM_ENVS, (1,), np.float32, frame_stack=1, n_step=1)
@@ -243,7 +243,7 @@ def run(quick: bool = False) -> dict:
     per_add_t = time_us(_add_step(per), number, repeat)
     rows += [("uniform add, one step of 4 envs", PER_CAPACITY, uniform_add_t),
              ("PER add, one step of 4 envs", PER_CAPACITY, per_add_t)]  # fmt: skip
-    del uniform_small, per
+    uniform_small = per = None  # free them before the Atari buffers
 
     # --- Atari frames: 84x84 uint8 stored once, stacks of 4 rebuilt at sample time
     capacity = QUICK_ATARI_CAPACITY if quick else ATARI_CAPACITY
@@ -276,7 +276,7 @@ def run(quick: bool = False) -> dict:
     }
     rows += [(f"uniform sample(32), Atari 4x84x84 uint8 ({gib:.1f} GiB)", capacity, uniform_t),
              ("PER sample(32) + update_priorities(32), Atari frames", capacity, per_atari_t)]  # fmt: skip
-    del uniform, per_atari
+    uniform = per_atari = None
 
     result = {
         "per_sample_update_us": round(per_t[0], 1),

@@ -38,12 +38,13 @@ commands:
           continue a stopped run:    dqn train resume=outputs/DATE/TIME_cartpole
   eval    play a saved agent:        dqn eval checkpoint=PATH [episodes=N] [seed=S] [epsilon=E] [video=true]
   bench   measure this machine:      dqn bench [all|envs|replay|update] [--quick]
+  plot    learning curves over seeds: dqn plot RUN_OR_SWEEP_DIR... [--metric eval|train] [--out FILE]
 
 Each of train and eval is a Hydra app: `dqn train --help` lists the config
 groups, `dqn train --cfg job` prints the composed config.
 """
 
-COMMANDS = ("train", "eval", "bench")
+COMMANDS = ("train", "eval", "bench", "plot")
 
 
 def config_dir() -> str:
@@ -105,7 +106,8 @@ def _train_task(cfg) -> float:
     if summary.get("stopped"):  # SIGINT/SIGTERM, checkpoint written: the job ends normally for Hydra
         _stopped_by.append(int(summary["signal"]))  # (a sweep lists it as stopped); dqn exits 128 + signal
         return float("nan")
-    return float(summary.get("final_eval_mean_return", float("nan")))
+    objective = summary.get("objective")
+    return float("nan") if objective is None else float(objective)
 
 
 _stopped_by: list[int] = []  # signals that stopped a training run in this process
@@ -286,6 +288,9 @@ def complete(args: list[str]) -> int:
     if command == "bench":
         print(" ".join(BENCH_WORDS))
         return 0
+    if command == "plot":
+        print("--metric --out --reference --title")
+        return 0
     if command not in ("train", "eval"):
         return 0
     program, _ = line.lstrip().split(maxsplit=1)  # "dqn train env=" -> "dqn env=", whatever dqn's path holds
@@ -315,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         from dqn_cli.bench import main as bench_main
 
         return bench_main(rest)
+    if command == "plot":
+        from dqn_cli.plot import main as plot_main
+
+        return plot_main(rest)
     return run_hydra(command, rest)
 
 

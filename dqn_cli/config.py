@@ -27,9 +27,9 @@ class ConfigError(ValueError):
 @dataclass
 class EnvConfig:
     name: str = "cartpole"  # preset name, used in run directory names
-    kind: str = "classic"  # classic (flat Box obs, Discrete actions) | atari
+    kind: str = "classic"  # classic (flat Box obs, Discrete actions) | atari | minatar
     id: str = "CartPole-v1"  # Gymnasium id (kind=classic)
-    game: str = "Breakout"  # ALE game name, CamelCase (kind=atari)
+    game: str = "Breakout"  # ALE or MinAtar game name, any spelling (kind=atari, minatar)
     num_envs: int = 4  # environments stepped together
     vectorization: str = "sync"  # sync (one process) | async (subprocesses) | ale (Atari only)
     max_episode_steps: Optional[int] = None  # time limit in agent steps; None keeps the env's own
@@ -43,17 +43,24 @@ class EnvConfig:
     clip_rewards: bool = True  # training rewards clipped to their sign (never in evaluation)
     screen_size: int = 84  # square grayscale frame side, pixels
     max_episode_frames: int = 108_000  # emulator frames before truncation (30 min at 60 Hz)
-    full_action_space: bool = False  # all 18 ALE actions instead of the game's minimal set
+    full_action_space: bool = False  # all 18 ALE actions (all 6 MinAtar ones) instead of the game's minimal set
+
+    @property
+    def label(self) -> str:
+        """The env as users name it: CartPole-v1, Breakout (ALE), MinAtar/Breakout."""
+        if self.kind == "classic":
+            return self.id
+        return f"MinAtar/{self.game}" if self.kind == "minatar" else str(self.game)
 
 
 @dataclass
 class NetworkConfig:
-    name: str = "mlp"  # mlp | nature_cnn
+    name: str = "mlp"  # mlp | nature_cnn | minatar_cnn
     hidden_sizes: List[int] = field(default_factory=lambda: [256, 256])  # mlp layer widths
     activation: str = "relu"  # relu | tanh | elu | gelu | silu
     dueling: bool = False  # dueling head, Wang et al. 2016
     dueling_aggregator: str = "mean"  # mean (paper's choice) | max
-    cnn_hidden: int = 512  # nature_cnn fully connected width
+    cnn_hidden: int = 512  # nature_cnn / minatar_cnn fully connected width
 
 
 @dataclass
@@ -63,8 +70,9 @@ class ReplayConfig:
     n_step: int = 1  # n-step returns; the TD target bootstraps with gamma**n
     # prioritized replay (Schaul et al. 2016, proportional variant)
     alpha: float = 0.6  # priority exponent: P(i) ~ (|delta_i| + eps)**alpha
-    beta_start: float = 0.4  # importance-weight exponent at step 0, annealed to beta_end
-    beta_end: float = 1.0  # reached at the end of training
+    beta_start: float = 0.4  # importance-weight exponent at step 0, annealed linearly to beta_end
+    beta_end: float = 1.0  # reached at env step beta_steps
+    beta_steps: Optional[int] = None  # env steps of beta's annealing; None = the run's first total_steps (kept on resume)
     eps: float = 1e-6  # added to |delta| so no transition has zero priority
 
 
@@ -80,7 +88,9 @@ class ScheduleConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adam"  # adam | adamw | rmsprop
-    lr: float = 1e-3  # learning rate
+    lr: float = 1e-3  # learning rate (at env step 0 when annealed)
+    lr_end: Optional[float] = None  # linear annealing to this rate at lr_decay_steps; None = lr throughout
+    lr_decay_steps: Optional[int] = None  # env steps; None = the run's first total_steps (kept on resume)
     eps: float = 1e-8  # denominator epsilon (Adam) or RMSprop epsilon
     weight_decay: float = 0.0  # L2 (adam, rmsprop) or decoupled (adamw) decay
     alpha: float = 0.95  # RMSprop smoothing constant
@@ -93,6 +103,7 @@ class EvalConfig:
     every: int = 10_000  # env steps between evaluations during training; 0 = only at the end
     episodes: int = 10  # episodes per evaluation
     epsilon: float = 0.0  # exploration during evaluation (0 = greedy)
+    max_episode_steps: Optional[int] = None  # evaluation-only cap in agent steps; episodes cut by it are counted
     video: bool = False  # record one episode into TensorBoard at each evaluation
 
 
@@ -131,10 +142,11 @@ class TrainConfig:
 
 @dataclass
 class EvalCommandConfig:
-    checkpoint: Optional[str] = None  # path to a .pt checkpoint (required)
+    checkpoint: Optional[str] = None  # a .pt checkpoint or a run dir (its last.pt); required
     episodes: int = 10
     seed: int = 12_345
     epsilon: Optional[float] = None  # None = the checkpoint's eval epsilon
+    max_episode_steps: Optional[int] = None  # None = the run's eval.max_episode_steps
     video: bool = False  # write an mp4 of the episodes into the eval run dir
     device: str = "auto"
 
@@ -179,6 +191,8 @@ def _check(ok: bool, message: str) -> None:
 
 
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+ENV_KINDS = ("classic", "atari", "minatar")
+NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -187,7 +201,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     Runs before any environment or buffer exists.
     """
     e, n, r, s, o = cfg.env, cfg.network, cfg.replay, cfg.schedule, cfg.optimizer
-    _check(e.kind in ("classic", "atari"), f"env.kind must be classic or atari, got {e.kind!r}")
+    _check(e.kind in ENV_KINDS, f"env.kind must be one of {', '.join(ENV_KINDS)}, got {e.kind!r}")
     _check(e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}")
     backends = ("sync", "async", "ale") if e.kind == "atari" else ("sync", "async")
     _check(
@@ -199,15 +213,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         e.max_episode_steps is None or e.max_episode_steps >= 1,
         f"env.max_episode_steps must be >= 1 or null, got {e.max_episode_steps}",
     )
-    if e.kind == "atari":
-        _check(e.frame_skip >= 1, f"env.frame_skip must be >= 1, got {e.frame_skip}")
+    if e.kind in ("atari", "minatar"):
         _check(
             0.0 <= e.sticky_action_prob < 1.0,
             f"env.sticky_action_prob must be in [0, 1), got {e.sticky_action_prob}",
         )
+    if e.kind == "atari":
+        _check(e.frame_skip >= 1, f"env.frame_skip must be >= 1, got {e.frame_skip}")
         _check(e.noop_max >= 0, f"env.noop_max must be >= 0, got {e.noop_max}")
         _check(e.screen_size >= 8, f"env.screen_size must be >= 8 pixels, got {e.screen_size}")
-    _check(n.name in ("mlp", "nature_cnn"), f"network must be mlp or nature_cnn, got {n.name!r}")
+    _check(n.name in NETWORKS, f"network must be one of {', '.join(NETWORKS)}, got {n.name!r}")
     _check(
         n.activation in ACTIVATIONS,
         f"network.activation must be one of {', '.join(ACTIVATIONS)}, got {n.activation!r}",
@@ -217,14 +232,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         f"network.dueling_aggregator must be mean or max, got {n.dueling_aggregator!r}",
     )
     _check(all(h >= 1 for h in n.hidden_sizes), f"network.hidden_sizes must be positive, got {n.hidden_sizes}")
-    _check(
-        not (e.kind == "atari" and n.name == "mlp"),
-        "network=mlp cannot read Atari frames; use network=nature_cnn (the Atari default)",
-    )
-    _check(
-        not (e.kind == "classic" and n.name == "nature_cnn"),
-        f"network=nature_cnn needs image observations; {e.id} has flat vectors: use network=mlp",
-    )
+    _check(n.cnn_hidden >= 1, f"network.cnn_hidden must be >= 1, got {n.cnn_hidden}")
+    image_net = {"atari": "nature_cnn", "minatar": "minatar_cnn"}
+    if e.kind == "atari":
+        _check(n.name == "nature_cnn",
+               f"network={n.name} cannot read Atari frames; use network=nature_cnn (the Atari default)")
+    elif n.name in image_net.values():
+        _check(
+            image_net.get(e.kind) == n.name,
+            f"network={n.name} is for {'Atari' if n.name == 'nature_cnn' else 'MinAtar'} images; "
+            + (f"{e.id} has flat vectors: use network=mlp" if e.kind == "classic"
+               else "MinAtar's 10x10 frames need network=minatar_cnn (the MinAtar default) or network=mlp"),
+        )  # fmt: skip
     _check(r.name in ("uniform", "prioritized"), f"replay must be uniform or prioritized, got {r.name!r}")
     _check(r.capacity >= 1, f"replay.capacity must be >= 1 transition, got {r.capacity}")
     _check(r.n_step >= 1, f"replay.n_step must be >= 1, got {r.n_step}")
@@ -232,6 +251,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(0 <= r.beta_start <= 1, f"replay.beta_start must be in [0, 1], got {r.beta_start}")
     _check(0 <= r.beta_end <= 1, f"replay.beta_end must be in [0, 1], got {r.beta_end}")
     _check(r.eps > 0, f"replay.eps must be > 0, got {r.eps}")
+    _check(r.beta_steps is None or r.beta_steps >= 1, f"replay.beta_steps must be >= 1 or null, got {r.beta_steps}")
+    if r.beta_steps is None:  # fixed now, recorded in the run's config: a resume with a new total_steps keeps it
+        r.beta_steps = cfg.total_steps
     _check(
         r.capacity >= e.num_envs * (r.n_step + e.frame_stack + 2),
         f"replay.capacity={r.capacity} is too small for {e.num_envs} envs with n_step={r.n_step} "
@@ -262,6 +284,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(all(0 <= p[1] <= 1 for p in pts), "schedule.points epsilons must be in [0, 1]")
     _check(o.name in ("adam", "adamw", "rmsprop"), f"optimizer must be adam, adamw or rmsprop, got {o.name!r}")
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
+    _check(o.lr_end is None or o.lr_end >= 0, f"optimizer.lr_end must be >= 0 or null, got {o.lr_end}")
+    _check(o.lr_decay_steps is None or o.lr_decay_steps >= 1,
+           f"optimizer.lr_decay_steps must be >= 1 or null, got {o.lr_decay_steps}")  # fmt: skip
+    if o.lr_end is not None and o.lr_decay_steps is None:  # fixed now, as replay.beta_steps
+        o.lr_decay_steps = cfg.total_steps
     _check(o.eps > 0, f"optimizer.eps must be > 0, got {o.eps}")
     _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
     _check(
@@ -279,7 +306,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
     _check(cfg.progress in ("auto", "bar", "log", "off"), f"progress must be auto, bar, log or off, got {cfg.progress!r}")
     _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
-    _check(cfg.eval.episodes >= 1, f"eval.episodes must be >= 1, got {cfg.eval.episodes}")
+    _check(cfg.eval.episodes >= 0, f"eval.episodes must be >= 0 (0 skips evaluations), got {cfg.eval.episodes}")
+    _check(
+        cfg.eval.max_episode_steps is None or cfg.eval.max_episode_steps >= 1,
+        f"eval.max_episode_steps must be >= 1 or null, got {cfg.eval.max_episode_steps}",
+    )
+    _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
     _check(0 <= cfg.eval.epsilon <= 1, f"eval.epsilon must be in [0, 1], got {cfg.eval.epsilon}")
     _check(cfg.checkpoint.every >= 0, f"checkpoint.every must be >= 0, got {cfg.checkpoint.every}")
     _check(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {cfg.checkpoint.keep}")

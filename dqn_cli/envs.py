@@ -14,7 +14,6 @@ The trainer drives every backend the same way (RL_NOTES 1-6):
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -22,6 +21,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.spec import EnvSpec
 
 
 # ------------------------------------------------------------------ factories
@@ -41,26 +41,11 @@ def env_factory(cfg: EnvConfig, training: bool, render_mode: str | None = None) 
         from dqn_cli import atari
 
         return functools.partial(atari.make_atari_env, cfg, render_mode=render_mode)
+    if cfg.kind == "minatar":
+        from dqn_cli import minatar
+
+        return functools.partial(minatar.make_minatar_env, cfg, render_mode=render_mode)
     return functools.partial(make_classic_env, cfg.id, cfg.max_episode_steps, render_mode)
-
-
-@dataclass
-class EnvSpec:
-    """What the rest of the program needs to know about an env, read without starting processes.
-
-    frame_shape: shape of one observation frame; obs_shape: (frame_stack, *frame_shape)
-    frame_dtype: numpy dtype of frames; n_actions: size of the Discrete action space.
-    """
-
-    frame_shape: tuple
-    frame_dtype: np.dtype
-    frame_stack: int
-    n_actions: int
-    action_meanings: list = field(default_factory=list)
-
-    @property
-    def obs_shape(self) -> tuple:
-        return (self.frame_stack, *self.frame_shape)
 
 
 def describe_env(cfg: EnvConfig) -> EnvSpec:
@@ -73,6 +58,10 @@ def describe_env(cfg: EnvConfig) -> EnvSpec:
         from dqn_cli import atari
 
         return atari.describe(cfg)
+    if cfg.kind == "minatar":
+        from dqn_cli import minatar
+
+        return minatar.describe(cfg)
     try:
         env = make_classic_env(cfg.id, cfg.max_episode_steps)
     except gym.error.Error as err:
@@ -89,7 +78,7 @@ def describe_env(cfg: EnvConfig) -> EnvSpec:
                 f"env.id={cfg.id!r} has observation space {obs_space}; env=classic needs a flat Box "
                 "(for Atari use env=atari env.game=NAME)"
             )
-        return EnvSpec((obs_space.shape[0],), np.dtype(np.float32), cfg.frame_stack, int(act_space.n))
+        return EnvSpec((obs_space.shape[0],), np.dtype(np.float32), cfg.frame_stack, int(act_space.n), label=cfg.id)
     finally:
         env.close()
 

@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import EnvConfig
-from dqn_cli.envs import EpisodeStats, FrameStacker, EnvSpec, info_array, make_vector_env
+from dqn_cli.envs import EpisodeStats, FrameStacker, info_array, make_vector_env
+from dqn_cli.runtime import seeds
+from dqn_cli.spec import EnvSpec
 
 
 @dataclass
 class EvalResult:
     """Scored episodes, in the order they finished.
 
+    ``cut[k]``: episode ``k`` was truncated by the evaluation's step cap
+    (``max_episode_steps``); its return is what it scored until then.
     With ``record_actions``: ``env_seeds[i]`` is the seed env ``i`` was first reset
     with; scored episode ``k`` was played by env ``env_index[k]`` (its episodes
     follow each other with unseeded autoresets) with the actions ``actions[k]``
@@ -36,6 +41,7 @@ class EvalResult:
 
     returns: list[float]
     lengths: list[int]
+    cut: list[bool] = field(default_factory=list)
     env_seeds: list[int] = field(default_factory=list)
     env_index: list[int] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
@@ -49,11 +55,22 @@ class EvalResult:
             "max_return": float(r.max()),
             "episodes": int(r.size),
             "mean_length": float(np.mean(self.lengths)),
+            "episodes_cut": int(sum(self.cut)),
+            "returns": [float(x) for x in self.returns],
+            "lengths": [int(x) for x in self.lengths],
         }
 
 
 def eval_num_envs(episodes: int, cap: int = 8) -> int:
     return max(1, min(episodes, cap))
+
+
+def eval_seeds(seed: int, episodes: int, evaluation: int = 0) -> tuple[list[int], int]:
+    """(one reset seed per evaluation env, the epsilon generator's seed) of evaluation number
+    ``evaluation`` of run ``seed``: every evaluation plays fresh start states (runtime.STREAMS)."""
+    n = eval_num_envs(episodes)
+    drawn = seeds(seed, "eval_envs", n + 1, evaluation)
+    return drawn[:n], drawn[n]
 
 
 @torch.no_grad()
@@ -62,21 +79,27 @@ def evaluate(
     envs: VectorEnv,
     spec: EnvSpec,
     episodes: int,
-    seed: int,
+    env_seeds: list[int],
+    policy_seed: int,
     epsilon: float,
     device: torch.device,
     record_actions: bool = False,
+    max_episode_steps: int | None = None,
+    on_episode: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Play ``episodes`` episodes with the epsilon-greedy policy of ``q_network``.
 
-    envs: an evaluation vector env (``make_vector_env(..., training=False)``), reset here with ``seed``
-    (env ``i`` with ``seed + i``). record_actions: also keep what a replay of the scored
-    episodes needs (see :class:`EvalResult`); it does not change what is played.
+    envs: an evaluation vector env (:func:`make_eval_env`), reset here, env ``i`` with
+    ``env_seeds[i]``; ``policy_seed`` seeds the epsilon draws. max_episode_steps: the
+    evaluation's step cap the envs were made with (:func:`make_eval_env`); episodes
+    truncated at it are counted as cut. record_actions: also keep what a replay of the
+    scored episodes needs (see :class:`EvalResult`); it does not change what is played.
+    on_episode(done, episodes): called after each scored episode (progress reports).
     """
     n = envs.num_envs
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
-    rng = np.random.default_rng(seed)
-    frames, _ = envs.reset(seed=[seed + i for i in range(n)])
+    rng = np.random.default_rng(policy_seed)
+    frames, _ = envs.reset(seed=list(env_seeds))
     stacker = FrameStacker(n, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
     obs = stacker.reset(frames)
     stats = EpisodeStats(n)
@@ -84,7 +107,7 @@ def evaluate(
     result = EvalResult([], [])
     playing: list[list[int]] = [[] for _ in range(n)]  # record_actions: each env's current episode
     if record_actions:
-        result.env_seeds = [seed + i for i in range(n)]
+        result.env_seeds = list(env_seeds)
     was_training = q_network.training
     q_network.eval()
     try:
@@ -106,10 +129,14 @@ def evaluate(
                 if done_count[i] < quota[i]:
                     result.returns.append(ret)
                     result.lengths.append(length)
+                    result.cut.append(bool(truncated[i]) and max_episode_steps is not None
+                                      and length >= max_episode_steps)  # fmt: skip
                     if record_actions:
                         result.env_index.append(int(i))
                         result.actions.append(np.asarray(playing[i], dtype=np.int64))
                         playing[i] = []
+                    if on_episode is not None:
+                        on_episode(len(result.returns), episodes)
                 done_count[i] += 1
             obs = stacker.step(frames, ended)
     finally:
@@ -117,9 +144,33 @@ def evaluate(
     return result
 
 
-def make_eval_env(cfg: EnvConfig, episodes: int, seed: int) -> VectorEnv:
-    """The evaluation vector env: the full-game protocol, up to 8 envs."""
-    return make_vector_env(cfg, eval_num_envs(episodes), seed, training=False)
+def capped(cfg: EnvConfig, max_episode_steps: int | None) -> EnvConfig:
+    """``cfg`` with its time limit lowered to the evaluation cap ``max_episode_steps`` (agent steps)."""
+    if max_episode_steps is None:
+        return cfg
+    limit = max_episode_steps if cfg.max_episode_steps is None else min(cfg.max_episode_steps, max_episode_steps)
+    return dataclasses.replace(cfg, max_episode_steps=int(limit))
+
+
+def make_eval_env(cfg: EnvConfig, episodes: int, seed: int, max_episode_steps: int | None = None) -> VectorEnv:
+    """The evaluation vector env: the full-game protocol, up to 8 envs, episodes capped at
+    ``max_episode_steps`` agent steps (besides ``cfg``'s own limits) when given."""
+    return make_vector_env(capped(cfg, max_episode_steps), eval_num_envs(episodes), seed, training=False)
+
+
+def every_10_s(log) -> Callable[[int, int], None]:
+    """An ``on_episode`` callback logging ``evaluating: 3/10 episodes`` at most every 10 seconds."""
+    import time
+
+    last = [time.monotonic()]
+
+    def note(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - last[0] >= 10.0:
+            last[0] = now
+            log.info("evaluating: %d/%d episodes", done, total)
+
+    return note
 
 
 def load_agent_network(state: dict, device: torch.device):
@@ -144,7 +195,7 @@ def load_agent_network(state: dict, device: torch.device):
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise CheckpointError(
-            f"checkpoint weights do not match the {cfg.network.name} network for {cfg.env.id if cfg.env.kind == 'classic' else cfg.env.game} "
+            f"checkpoint weights do not match the {cfg.network.name} network for {cfg.env.label} "
             f"its config describes ({first[1].strip() if len(first) > 1 else first[0]})"
         ) from None
     return net, cfg, spec
@@ -161,20 +212,28 @@ def eval_checkpoint(cfg, run_dir) -> dict:
 
     from dqn_cli.checkpoint import load_checkpoint
     from dqn_cli.config import ConfigError, check_device
-    from dqn_cli.trainer import resolve_device
+    from dqn_cli.runtime import resolve_device
 
     if not cfg.checkpoint:
         raise ConfigError("checkpoint= is required: dqn eval checkpoint=outputs/DATE/TIME_cartpole/checkpoints/last.pt")
     if cfg.episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {cfg.episodes}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
     if cfg.epsilon is not None and not 0 <= cfg.epsilon <= 1:
         raise ConfigError(f"epsilon must be in [0, 1], got {cfg.epsilon}")
+    if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
+        raise ConfigError(f"max_episode_steps must be >= 1 or null, got {cfg.max_episode_steps}")
     check_device(cfg.device)
-    state = load_checkpoint(cfg.checkpoint)
+    checkpoint = Path(cfg.checkpoint)
+    if checkpoint.is_dir():  # a run dir: its newest checkpoint
+        checkpoint = checkpoint / "checkpoints" / "last.pt"
+    state = load_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     net, train_cfg, spec = load_agent_network(state, device)
     epsilon = train_cfg.eval.epsilon if cfg.epsilon is None else float(cfg.epsilon)
-    env_cfg = train_cfg.env
+    cap = train_cfg.eval.max_episode_steps if cfg.max_episode_steps is None else int(cfg.max_episode_steps)
+    env_cfg = capped(train_cfg.env, cap)  # the video's replay envs get the same cap
     if cfg.video:
         from dqn_cli.video import check_video, record_episodes
 
@@ -183,21 +242,26 @@ def eval_checkpoint(cfg, run_dir) -> dict:
             # play on Gymnasium's vector env of the same games, whose episodes a rendering env replays.
             env_cfg = dataclasses.replace(env_cfg, vectorization="async")
         check_video(env_cfg)  # a missing renderer fails now, not after the evaluation
-    envs = make_eval_env(env_cfg, cfg.episodes, cfg.seed)
+    env_seeds, policy_seed = eval_seeds(cfg.seed, cfg.episodes)
+    envs = make_eval_env(env_cfg, cfg.episodes, policy_seed)
+    log = logging.getLogger("dqn")
+    log.info("evaluating %s: %d episodes%s", checkpoint, cfg.episodes, f" of at most {cap} steps" if cap else "")
     try:
-        result = evaluate(net, envs, spec, cfg.episodes, cfg.seed, epsilon, device, record_actions=bool(cfg.video))
+        result = evaluate(net, envs, spec, cfg.episodes, env_seeds, policy_seed, epsilon, device,
+                          record_actions=bool(cfg.video), max_episode_steps=cap, on_episode=every_10_s(log))  # fmt: skip
     finally:
         envs.close()
     summary = result.summary()
-    summary.update(checkpoint=str(Path(cfg.checkpoint)), env_steps=int(state.get("counters", {}).get("env_steps", 0)),
-                   epsilon=epsilon, seed=int(cfg.seed))  # fmt: skip
+    summary.update(checkpoint=str(checkpoint), env_steps=int(state.get("counters", {}).get("env_steps", 0)),
+                   epsilon=epsilon, seed=int(cfg.seed), max_episode_steps=cap)  # fmt: skip
     if cfg.video:  # the scored episodes themselves, replayed on a rendering env
         summary["video"] = str(record_episodes(env_cfg, Path(run_dir), result))
-    name = train_cfg.env.id if train_cfg.env.kind == "classic" else train_cfg.env.game
-    logging.getLogger("dqn").info("evaluated %s (%d env steps) on %s", cfg.checkpoint, summary["env_steps"], name)
+    name = spec.label
+    log.info("evaluated %s (%d env steps) on %s", checkpoint, summary["env_steps"], name)
     print(
         f"{name}: {summary['episodes']} episodes, return {summary['mean_return']:.2f} +- {summary['std_return']:.2f} "
         f"(min {summary['min_return']:.2f}, max {summary['max_return']:.2f}), mean length {summary['mean_length']:.1f}"
+        + (f", {summary['episodes_cut']} cut at {cap} steps" if summary["episodes_cut"] else "")
     )
     (Path(run_dir) / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)

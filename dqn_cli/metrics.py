@@ -15,6 +15,14 @@ TensorBoard (``RUN_DIR/tb``), the x-axis is always the env step:
   ``tensorboard --logdir SWEEP_DIR`` compares the jobs of a sweep in one table
   (:meth:`RunLogger.hparams`).
 
+CSV, written as the run goes (what ``dqn plot`` reads; a resumed run keeps the
+rows up to its checkpoint's step, as TensorBoard does):
+
+* ``RUN_DIR/evals.csv``: ``env_step, mean_return, std_return, episodes,
+  episodes_cut, mean_length``, one row per evaluation;
+* ``RUN_DIR/episodes.csv``: ``env_step, return, length``, one row per
+  training episode (raw game score, whole games for Atari).
+
 The terminal: on a terminal a tqdm bar (env steps, steps/s, ETA, recent mean
 return, epsilon), with log lines printed above it; redirected or under a
 multirun, one plain log line every ``log_every`` env steps and never a
@@ -23,6 +31,7 @@ carriage return. The log file gets the plain lines in both cases.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import math
@@ -43,6 +52,49 @@ HPARAM_METRICS = {
 }
 
 
+EVAL_FIELDS = ("env_step", "mean_return", "std_return", "episodes", "episodes_cut", "mean_length")
+EPISODE_FIELDS = ("env_step", "return", "length")
+
+
+class CsvLog:
+    """A CSV file that rows are appended to as the run goes.
+
+    Reopened with ``start_step > 0`` (a resumed run) it keeps the rows logged at
+    or before ``start_step`` (``kept``) and drops the later ones, which the
+    resumed run logs again; with ``start_step == 0`` it starts empty.
+    """
+
+    def __init__(self, path: Path, fields: tuple[str, ...], start_step: int = 0):
+        self.kept: list[dict[str, str]] = []
+        if start_step > 0 and path.is_file():
+            with open(path, newline="") as f:
+                self.kept = [row for row in csv.DictReader(f) if _int_or_none(row.get("env_step")) is not None
+                             and int(row["env_step"]) <= start_step]  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "w", newline="")
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(fields)
+        for row in self.kept:
+            self.writer.writerow([row.get(k, "") for k in fields])
+        self.file.flush()
+
+    def row(self, *values) -> None:
+        self.writer.writerow(values)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _int_or_none(text) -> int | None:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
 def use_progress_bar(mode: str, multirun: bool) -> bool:
     """auto: a bar only on a terminal and never under multirun (RL_NOTES 18)."""
     if mode == "bar":
@@ -56,7 +108,7 @@ class RunLogger:
     """TensorBoard writer, recent-episode window, and the live terminal view.
 
     Args:
-        tb_dir: TensorBoard directory of the run.
+        tb_dir: TensorBoard directory of the run; the CSV files go beside it, into the run dir.
         total_steps: the run's env-step budget (for the bar and ETA).
         start_step: env step the run (re)starts from; TensorBoard points at
             from an earlier life of the run after it are purged, so a
@@ -69,8 +121,14 @@ class RunLogger:
 
         # an earlier life of the run logged steps <= start_step before its checkpoint; later points are orphans
         self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=start_step + 1 if start_step > 0 else None)
+        self.evals_csv = CsvLog(Path(tb_dir).parent / "evals.csv", EVAL_FIELDS, start_step)
+        self.episodes_csv = CsvLog(Path(tb_dir).parent / "episodes.csv", EPISODE_FIELDS, start_step)
         self.total_steps = total_steps
         self.recent_returns: deque[float] = deque(maxlen=20)
+        # the objective of a run without evaluations (eval.episodes=0)
+        self.last_100_returns: deque[float] = deque((float(r["return"]) for r in self.episodes_csv.kept), maxlen=100)
+        self._eval_note_time = 0.0
+        self.episodes_logged = 0  # by this life of the run
         self.progress = progress
         self.bar = None
         self._console = _ConsoleRedirect()
@@ -108,8 +166,33 @@ class RunLogger:
 
     def episode(self, episodic_return: float, length: int, step: int) -> None:
         self.recent_returns.append(episodic_return)
+        self.last_100_returns.append(episodic_return)
         self.writer.add_scalar("charts/episodic_return", episodic_return, step)
         self.writer.add_scalar("charts/episodic_length", length, step)
+        self.episodes_csv.row(step, episodic_return, length)
+        self.episodes_logged += 1
+
+    def evaluation(self, summary: dict, step: int) -> None:
+        """One evaluation's results (``EvalResult.summary()``): TensorBoard, evals.csv and a line."""
+        self.scalars({"eval/mean_return": summary["mean_return"], "eval/std_return": summary["std_return"],
+                      "eval/mean_length": summary["mean_length"], "eval/episodes_cut": summary["episodes_cut"]},
+                     step)  # fmt: skip
+        self.evals_csv.row(step, summary["mean_return"], summary["std_return"], summary["episodes"],
+                           summary["episodes_cut"], summary["mean_length"])  # fmt: skip
+        self.evals_csv.flush()
+        self.episodes_csv.flush()
+        cut = f" ({summary['episodes_cut']} of {summary['episodes']} cut by eval.max_episode_steps)" if summary["episodes_cut"] else ""
+        self.message(f"eval at step {step}: return {summary['mean_return']:.1f} +- {summary['std_return']:.1f}{cut}")
+
+    def evaluating(self, done: int, episodes: int, step: int) -> None:
+        """Progress of an evaluation in flight: on the bar, or a log line at most every 10 s (and at its start)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(f" evaluating {done}/{episodes} episodes"), refresh=True)
+            return
+        now = time.perf_counter()
+        if self.progress == "log" and (done == 0 or now - self._eval_note_time >= 10.0) and done < episodes:
+            self._eval_note_time = now
+            log.info("evaluating at step %d: %d/%d episodes", step, done, episodes)
 
     def rates(self, step: int, updates: int) -> tuple[float, float]:
         """Env steps/s and updates/s since the last call."""
@@ -187,6 +270,7 @@ class RunLogger:
 
         With the bar, the plain line still goes to the log file (not the terminal).
         """
+        self.episodes_csv.flush()
         ret = self.mean_recent_return
         if self.progress == "off":
             return
@@ -221,6 +305,8 @@ class RunLogger:
         self._console.stop()
         self.writer.flush()
         self.writer.close()
+        self.evals_csv.close()
+        self.episodes_csv.close()
 
 
 # ------------------------------------------------------------------ helpers

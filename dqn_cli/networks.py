@@ -1,8 +1,9 @@
-"""Q-networks: a torso (MLP or Nature CNN) and a head (plain or dueling).
+"""Q-networks: a torso (MLP, Nature CNN or MinAtar CNN) and a head (plain or dueling).
 
 Input ``obs``: the stacked observation as stored in replay, shape
 ``(B, frame_stack, *frame_shape)``; float32 for classic envs, uint8 frames
-``(B, 4, 84, 84)`` for Atari (scaled to [0, 1] here, on the device).
+``(B, 4, 84, 84)`` for Atari (scaled to [0, 1] here, on the device), uint8
+0/1 frames ``(B, 1, C, 10, 10)`` for MinAtar.
 Output: Q-values, float32 ``(B, n_actions)``.
 """
 
@@ -62,6 +63,25 @@ class NatureCNNTorso(nn.Module):
         return self.fc(self.conv(obs.float() / 255.0))
 
 
+class MinAtarCNNTorso(nn.Module):
+    """Young & Tian 2019: conv 16@3x3/1, ReLU, then fc ``hidden`` (128 in the paper).
+
+    ``obs``: uint8 ``(B, S, C, 10, 10)`` with values 0/1; the S stacked frames'
+    channels are the conv's input channels (S = 1 in the MinAtar preset).
+    """
+
+    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        s, c, h, w = (int(d) for d in obs_shape)
+        self.conv = nn.Sequential(nn.Conv2d(s * c, 16, 3, stride=1), act(), nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(16 * (h - 2) * (w - 2), hidden), act())
+        self.out_dim = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(obs.flatten(1, 2).float()))
+
+
 class DuelingHead(nn.Module):
     """Wang et al. 2016: Q = V + (A - agg(A)), agg = mean (eq. 9) or max (eq. 8)."""
 
@@ -99,6 +119,10 @@ def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) 
         if len(obs_shape) != 3:
             raise ValueError(f"nature_cnn needs (C, H, W) observations, got shape {tuple(obs_shape)}")
         torso = NatureCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
+    elif cfg.name == "minatar_cnn":
+        if len(obs_shape) != 4:
+            raise ValueError(f"minatar_cnn needs (S, C, H, W) observations, got shape {tuple(obs_shape)}")
+        torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
     else:
         raise ValueError(f"unknown network {cfg.name!r}")
     head: nn.Module

@@ -275,10 +275,14 @@ class ReplayBuffer:
         return self._gather(envs, slots, weights)
 
     def _sample_uniform(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform over valid slots: draw in each env's possibly-valid age range, redraw the rest."""
-        L, S, n = self.slots, self.frame_stack, self.n_step
-        lo = np.where(self.size == L, S - 1, 0)  # ages (0 = oldest) that may be valid
-        counts = np.maximum(self.size - n - lo, 0)
+        """Uniform over valid slots: draw in each env's possibly-valid age range, redraw the rest.
+
+        (Rejection keeps the draw uniform over the valid slots whatever the proposal range covers.)
+        """
+        L, n = self.slots, self.n_step
+        # ages (0 = oldest) 0 .. size-n-1 may be valid (the n newest lack a complete window); the few
+        # invalid ones among them (final slots, stacks cut by the overwrite front) are redrawn
+        counts = np.maximum(self.size - n, 0)
         total = int(counts.sum())
         if total == 0 or not self.valid.any():
             raise RuntimeError("replay buffer has no transition to sample yet")
@@ -289,7 +293,7 @@ class ReplayBuffer:
         for _ in range(1000):
             u = self.rng.integers(0, total, size=todo.size)
             e = np.searchsorted(cum, u, side="right")
-            age = u - (cum[e] - counts[e]) + lo[e]
+            age = u - (cum[e] - counts[e])
             s = (self.head[e] - self.size[e] + age) % L
             ok = self.valid[e, s]
             envs[todo[ok]], slots[todo[ok]] = e[ok], s[ok]
@@ -382,33 +386,3 @@ class ReplayBuffer:
         import ast
 
         self.rng.bit_generator.state = ast.literal_eval(bytes(state["rng_state"]).decode())
-
-
-def estimate_replay_bytes(cfg, spec) -> int:
-    """Bytes the run's buffer will allocate (cfg: TrainConfig, spec: envs.EnvSpec)."""
-    per_slot = slot_bytes(spec.frame_shape, spec.frame_dtype)
-    if cfg.replay.name == "prioritized":
-        from dqn_cli.prioritized import PRIORITY_BYTES_PER_SLOT
-
-        per_slot += PRIORITY_BYTES_PER_SLOT
-    return per_slot * cfg.replay.capacity
-
-
-def build_replay(cfg, spec) -> ReplayBuffer:
-    """The replay buffer the config asks for (cfg: TrainConfig, spec: envs.EnvSpec)."""
-    r = cfg.replay
-    kwargs = dict(
-        capacity=r.capacity,
-        num_envs=cfg.env.num_envs,
-        frame_shape=spec.frame_shape,
-        frame_dtype=spec.frame_dtype,
-        frame_stack=spec.frame_stack,
-        n_step=r.n_step,
-        gamma=cfg.gamma,
-        seed=cfg.seed,
-    )
-    if r.name == "prioritized":
-        from dqn_cli.prioritized import PrioritizedReplayBuffer
-
-        return PrioritizedReplayBuffer(alpha=r.alpha, eps=r.eps, **kwargs)
-    return ReplayBuffer(**kwargs)

@@ -39,7 +39,7 @@ reasons, precisely:
   is not plain data (ALE's state lives in C++; ``cloneState`` would need the
   preprocessing wrappers' no-op RNG, max-pool buffer, life counter and frame
   counter too, and the ``ale`` backend's threads hold their own state), so
-  it is not saved. The envs start fresh episodes, seeded ``seed + env_step + i``
+  it is not saved. The envs start fresh episodes, seeded from the run's seed and the env step (``runtime.STREAMS``)
   (reproducible, but not the episodes the uninterrupted run would have
   continued); the partial episodes in progress at the checkpoint are dropped
   from the statistics, and in a saved buffer they end at the checkpoint as
@@ -50,9 +50,9 @@ reasons, precisely:
   differs.
 * Without ``replay.npz`` (or with one from another step than ``last.pt``,
   after a kill between the two writes) the buffer restarts empty: updates
-  wait until it holds ``batch_size`` transitions, then catch up on the ones
-  owed meanwhile (about ``batch_size / train_every``, on those few
-  transitions), and every batch differs from the uninterrupted run's. With
+  wait until it holds ``batch_size`` transitions (the ones owed meanwhile
+  are dropped, not run in a burst), and every batch differs from the
+  uninterrupted run's. With
   ``frame_stack > 1`` the episodes that continue first write their stacks'
   older frames, so the stored stacks are the ones the agent acted on.
 * On CUDA, cuBLAS/cuDNN kernels are not bitwise reproducible run to run, so

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Sequence
 
-from dqn_cli.config import ScheduleConfig
+from dqn_cli.config import OptimizerConfig, ReplayConfig, ScheduleConfig
 
 Schedule = Callable[[int], float]
 
@@ -59,13 +59,17 @@ def epsilon_schedule(cfg: ScheduleConfig) -> Schedule:
     raise ValueError(f"unknown schedule {cfg.name!r}")
 
 
-def beta_schedule(cfg: ScheduleConfig, beta_start: float, beta_end: float, total_steps: int) -> Schedule:
-    """The PER importance-weight exponent: ``beta_start`` at step 0 towards ``beta_end`` (Schaul et al. 2016).
+def beta_schedule(cfg: ReplayConfig) -> Schedule:
+    """The PER importance-weight exponent (Schaul et al. 2016): linear from ``beta_start`` at
+    step 0 to ``beta_end`` at ``beta_steps``, then constant. Its own settings, whatever the
+    epsilon schedule; ``beta_steps`` is fixed when the run starts (config.validate), so a
+    resume with a new ``total_steps`` does not move it."""
+    return linear(cfg.beta_start, cfg.beta_end, int(cfg.beta_steps))
 
-    Linear over ``total_steps`` for ``linear`` and ``piecewise``; for
-    ``exponential`` it approaches ``beta_end`` with an e-folding time of a
-    fifth of training (within 1% of it at the end).
-    """
-    if cfg.name == "exponential":
-        return exponential(beta_start, beta_end, max(total_steps // 5, 1))
-    return linear(beta_start, beta_end, total_steps)
+
+def learning_rate_schedule(cfg: OptimizerConfig) -> Schedule:
+    """The learning rate: ``lr`` throughout, or linear from ``lr`` to ``lr_end`` at
+    ``lr_decay_steps`` (fixed when the run starts, as beta's horizon), then constant."""
+    if cfg.lr_end is None:
+        return lambda step: cfg.lr
+    return linear(cfg.lr, cfg.lr_end, int(cfg.lr_decay_steps))

@@ -22,9 +22,9 @@ import random
 import signal
 import time
 from contextlib import contextmanager
-from typing import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,37 +32,18 @@ import torch
 from dqn_cli import checkpoint as ckpt
 from dqn_cli import resume
 from dqn_cli.agent import DQNAgent, torch_threads_for
-from dqn_cli.config import ConfigError, TrainConfig, to_dict
+from dqn_cli.config import TrainConfig, to_dict
 from dqn_cli.envs import EpisodeStats, FrameStacker, describe_env, final_observations, info_array, make_vector_env
-from dqn_cli.evaluate import evaluate, make_eval_env
+from dqn_cli.evaluate import eval_seeds, evaluate, make_eval_env
 from dqn_cli.metrics import RunLogger
 from dqn_cli.networks import build_network
-from dqn_cli.replay import build_replay, check_fits_in_memory, estimate_replay_bytes
-from dqn_cli.schedules import beta_schedule, epsilon_schedule
+from dqn_cli.replay import check_fits_in_memory
+from dqn_cli.replay_build import build_replay, estimate_replay_bytes
+from dqn_cli.runtime import int_seed, resolve_device, seed_globals, seeds
+from dqn_cli.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
 from dqn_cli.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
 
 log = logging.getLogger("dqn")
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; refuses cuda when there is none."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device={name} but no CUDA device is available; use device=auto or device=cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0..."
-            )
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class StopRequested(BaseException):
@@ -129,11 +110,13 @@ class Counters:
 
     env_steps: int = 0  # summed over envs
     updates: int = 0  # gradient steps
+    updates_dropped: int = 0  # gradient steps owed while the buffer could not fill a batch (never run)
     target_updates: int = 0  # target periods passed once learning began (each applied to the target)
     evaluations: int = 0
     best_eval_return: float = float("-inf")
     last_eval_mean: float = float("nan")
     last_eval_std: float = float("nan")
+    last_eval_cut: int = 0  # episodes of the last evaluation cut by eval.max_episode_steps
     wall_seconds: float = 0.0  # over all lives of the run
     finished: bool = False  # the final evaluation is done
 
@@ -157,7 +140,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
     device = resolve_device(cfg.device)
     env_workers = E if cfg.env.vectorization in ("async", "ale") else 0
     torch.set_num_threads(torch_threads_for(cfg.torch_threads, env_workers))
-    seed_everything(cfg.seed)
+    seed_globals(cfg.seed)
 
     resume_state = None
     if cfg.resume:  # refuse a bad or foreign checkpoint, or a finished run, before anything starts
@@ -173,19 +156,22 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
     with StopRequest() as stop:
         try:
             # Env processes start before CUDA initialises (RL_NOTES 4).
-            envs = start_workers(make_vector_env, cfg.env, E, cfg.seed, training=True)
+            *env_seeds, action_seed = seeds(cfg.seed, "train_envs", E + 1)
+            envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
             q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
-            agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device, seed=cfg.seed)
+            agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device,
+                             seed=int_seed(cfg.seed, "exploration"))  # fmt: skip
             replay = build_replay(cfg, spec)
             epsilon = epsilon_schedule(cfg.schedule)
-            beta = beta_schedule(cfg.schedule, cfg.replay.beta_start, cfg.replay.beta_end, cfg.total_steps)
+            beta = beta_schedule(cfg.replay)
+            learning_rate = learning_rate_schedule(cfg.optimizer)
             stats = EpisodeStats(E)
             stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
-            reset_seed = cfg.seed
             if resume_state is not None:
                 n = _restore(resume_state, agent, replay, run_dir)
-                reset_seed = cfg.seed + n.env_steps  # fresh episodes when the envs cannot continue (resume.py)
-            frames, _ = envs.reset(seed=[reset_seed + i for i in range(E)])
+                # fresh episodes when the envs cannot continue (resume.py)
+                env_seeds = seeds(cfg.seed, "resume_envs", E, n.env_steps)
+            frames, _ = envs.reset(seed=env_seeds)
             obs = stacker.reset(frames)
             if resume_state is not None:
                 continued = resume.restore_envs(envs, stacker, resume_state.get("envs"))
@@ -196,6 +182,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                 log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
 
             logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
+            logger.message(f"training {spec.label} for {cfg.total_steps:,} env steps; results in {run_dir}")
             started = time.perf_counter()
             wall_before = n.wall_seconds
             last_log = n.env_steps
@@ -215,17 +202,24 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
 
             def run_eval() -> None:
                 nonlocal eval_envs
+                episodes, cap = cfg.eval.episodes, cfg.eval.max_episode_steps
+                if episodes == 0:  # eval.episodes=0: no evaluations
+                    return
+                env_seeds, policy_seed = eval_seeds(cfg.seed, episodes, n.evaluations)  # fresh starts each time
                 try:
                     with stop.abandoning():  # an evaluation can take minutes: a signal drops it
                         if eval_envs is None:
-                            eval_envs = start_workers(make_eval_env, cfg.env, cfg.eval.episodes, cfg.seed)
-                        result = evaluate(q_network, eval_envs, spec, cfg.eval.episodes, cfg.seed + 10_000,
-                                          cfg.eval.epsilon, device)  # fmt: skip
+                            eval_envs = start_workers(make_eval_env, cfg.env, episodes, policy_seed, cap)
+                        logger.evaluating(0, episodes, n.env_steps)
+                        result = evaluate(q_network, eval_envs, spec, episodes, env_seeds, policy_seed,
+                                          cfg.eval.epsilon, device, max_episode_steps=cap,
+                                          on_episode=lambda done, total: logger.evaluating(done, total, n.env_steps))  # fmt: skip
                         video = None
                         if cfg.eval.video:  # one rendered episode into TensorBoard's Images tab
                             from dqn_cli.video import record_episode_frames
 
-                            video = record_episode_frames(q_network, cfg.env, spec, cfg.seed + 20_000,
+                            video = record_episode_frames(q_network, cfg.env, spec,
+                                                          int_seed(cfg.seed, "video", n.evaluations),
                                                           cfg.eval.epsilon, device)  # fmt: skip
                 except StopRequested:
                     close_envs(eval_envs, force=True)
@@ -235,10 +229,9 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                 s = result.summary()
                 n.evaluations += 1
                 n.last_eval_mean, n.last_eval_std = s["mean_return"], s["std_return"]
+                n.last_eval_cut = s["episodes_cut"]
                 n.best_eval_return = max(n.best_eval_return, s["mean_return"])
-                logger.scalars({"eval/mean_return": s["mean_return"], "eval/std_return": s["std_return"],
-                                "eval/mean_length": s["mean_length"]}, n.env_steps)  # fmt: skip
-                logger.message(f"eval at step {n.env_steps}: return {s['mean_return']:.1f} +- {s['std_return']:.1f}")
+                logger.evaluation(s, n.env_steps)
                 if video is not None:
                     logger.video("eval/video", video, n.env_steps)
 
@@ -261,8 +254,13 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                 n.env_steps += E
 
                 # Learn: one gradient step per train_every env steps after learning_starts.
-                due = (n.env_steps - cfg.learning_starts) // cfg.train_every
-                while n.updates < due and replay.can_sample(cfg.batch_size):
+                # Steps owed while the buffer cannot yet fill a batch are dropped, never run in one burst.
+                due = (n.env_steps - cfg.learning_starts) // cfg.train_every - n.updates_dropped
+                if n.updates < due and not replay.can_sample(cfg.batch_size):
+                    n.updates_dropped += due - n.updates
+                    due = n.updates
+                while n.updates < due:
+                    agent.set_learning_rate(learning_rate(n.env_steps))
                     batch = replay.sample(cfg.batch_size, beta=beta(n.env_steps))
                     info = agent.update(batch)
                     replay.update_priorities(batch.indices, info.td_errors)
@@ -278,7 +276,8 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                 if n.env_steps - last_log >= cfg.log_every:
                     last_log = n.env_steps
                     sps, ups = logger.rates(n.env_steps, n.updates)
-                    logger.scalars({"charts/epsilon": eps, "perf/env_steps_per_second": sps,
+                    logger.scalars({"charts/epsilon": eps, "charts/learning_rate": learning_rate(n.env_steps),
+                                    "perf/env_steps_per_second": sps,
                                     "perf/updates_per_second": ups}, n.env_steps)  # fmt: skip
                     if info is not None:  # an update ran in this process (a resumed run may not have one yet)
                         logger.scalars({"losses/td_loss": info.td_loss, "losses/q_values": info.q_values,
@@ -300,7 +299,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                 return {"stopped": True, "signal": stop.signal, "total_steps": n.env_steps}
             n.finished = True
             save()
-            summary = _summary(cfg, n, replay)
+            summary = _summary(cfg, spec, n, replay, logger)
             logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
             logger.hparams(to_dict(cfg), summary)
             clean_exit = True
@@ -312,10 +311,15 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
             if logger is not None:
                 logger.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("final eval return %.1f +- %.1f (best %.1f); %d env steps in %.1f s (%.0f steps/s)",
-             summary["final_eval_mean_return"], summary["final_eval_std_return"],
-             summary["best_eval_mean_return"], n.env_steps, summary["wall_seconds"],
-             summary["env_steps_per_second"])  # fmt: skip
+    if summary["final_eval_mean_return"] is not None:
+        result = (f"final eval return {summary['final_eval_mean_return']:.1f} +- {summary['final_eval_std_return']:.1f} "
+                  f"(best {summary['best_eval_mean_return']:.1f})")  # fmt: skip
+    else:
+        last = summary["train_last100_mean_return"]
+        result = (f"no evaluation (eval.episodes=0): the objective is the mean training return of the last "
+                  f"100 episodes, {'n/a' if last is None else f'{last:.1f}'}")  # fmt: skip
+    log.info("%s; %d env steps in %.1f s (%.0f steps/s); results in %s", result, n.env_steps,
+             summary["wall_seconds"], summary["env_steps_per_second"], run_dir)  # fmt: skip
     return summary
 
 
@@ -340,17 +344,28 @@ def _progress_mode(cfg: TrainConfig, multirun: bool) -> str:
     return "bar" if use_progress_bar(cfg.progress, multirun) else "log"
 
 
-def _summary(cfg: TrainConfig, n: Counters, replay) -> dict:
+def _summary(cfg: TrainConfig, spec, n: Counters, replay, logger: RunLogger) -> dict:
+    """summary.json. Without evaluations (eval.episodes=0) their figures are null and the
+    run's ``objective`` (what ``dqn train`` returns to a sweeper) is the mean return of the
+    last 100 training episodes, else the final evaluation's mean return."""
+    evaluated = cfg.eval.episodes > 0 and n.evaluations > 0
+    last_100 = float(np.mean(logger.last_100_returns)) if logger.last_100_returns else None
+    final = n.last_eval_mean if evaluated else None
     return {
         "total_steps": n.env_steps,
         "updates": n.updates,
         "wall_seconds": round(n.wall_seconds, 3),
         "env_steps_per_second": round(n.env_steps / max(n.wall_seconds, 1e-9), 1),
-        "final_eval_mean_return": n.last_eval_mean,
-        "final_eval_std_return": n.last_eval_std,
-        "best_eval_mean_return": n.best_eval_return,
+        "final_eval_mean_return": final,
+        "final_eval_std_return": n.last_eval_std if evaluated else None,
+        "final_eval_episodes_cut": n.last_eval_cut if evaluated else None,
+        "best_eval_mean_return": n.best_eval_return if evaluated else None,
+        "train_last100_mean_return": last_100,
+        "train_episodes": len(logger.episodes_csv.kept) + logger.episodes_logged,
+        "objective": final if evaluated else last_100,
+        "objective_is": "final_eval_mean_return" if evaluated else "train_last100_mean_return",
         "replay_bytes_per_transition": round(replay.bytes_per_transition, 1),
-        "env": cfg.env.id if cfg.env.kind == "classic" else cfg.env.game,
+        "env": spec.label,
         "seed": cfg.seed,
     }
 

@@ -15,7 +15,7 @@ The mp4 is the scored episodes themselves, not new ones: the evaluation
 (:func:`dqn_cli.evaluate.evaluate` with ``record_actions=True``) keeps each
 scored episode's env slot and actions, and :func:`record_episodes` replays
 them on rendering envs, one per slot, reset as the vector env's were (slot
-``i`` first with seed ``seed + i``, then unseeded autoresets), so every env
+``i`` first with its seed ``env_seeds[i]``, then unseeded autoresets), so every env
 plays the same game again. Each replayed episode must end exactly at its last
 recorded action with the scored return, else :class:`ReplayDiverged`.
 (ale-py's native ``ale`` backend neither renders nor seeds games as Gymnasium
@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from dqn_cli.config import ConfigError, EnvConfig
-from dqn_cli.envs import EnvSpec, FrameStacker, env_factory
+from dqn_cli.envs import FrameStacker, env_factory
+from dqn_cli.spec import EnvSpec
 
 log = logging.getLogger("dqn")
 
@@ -69,7 +70,7 @@ class EpisodeFrames(list):
 
 # -------------------------------------------------------------- rendering
 def _env_name(cfg: EnvConfig) -> str:
-    return cfg.id if cfg.kind == "classic" else str(cfg.game)
+    return cfg.label
 
 
 def _make_render_env(env_cfg: EnvConfig):

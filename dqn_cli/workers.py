@@ -25,7 +25,7 @@ class EnvWorkerDied(RuntimeError):
     """An env subprocess died (killed, crashed, out of memory): the message names it."""
 
     def __init__(self, err: BaseException, env_cfg, step: int, run_dir: Path, envs=None, eval_envs=None):
-        name = env_cfg.id if env_cfg.kind == "classic" else env_cfg.game
+        name = env_cfg.label
         dead = [f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
                 for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})]  # fmt: skip
         what = "; ".join(dead) if dead else f"an env worker of {name} stopped answering ({type(err).__name__})"
@@ -69,6 +69,18 @@ def _dead_workers(labelled_envs: dict, wait: float = 2.0) -> list[tuple[str, int
         if dead or not workers or time.monotonic() > deadline:
             return dead
         time.sleep(0.05)
+
+
+def ignore_sigint_in_vector_worker() -> None:
+    """In a Gymnasium AsyncVectorEnv subprocess (named "Worker<AsyncVectorEnv>-i") ignore SIGINT.
+
+    Env factories call it first: Ctrl-C, sent to the whole process group, then
+    reaches only the trainer, which saves a checkpoint and closes the workers.
+    """
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None and multiprocessing.current_process().name.startswith("Worker<"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def start_workers(make, env_cfg, *args, **kwargs):

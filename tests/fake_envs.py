@@ -12,7 +12,8 @@ TIME_LIMIT = 5  # even episodes run into the TimeLimit (truncation)
 class ChainEnv(gym.Env):
     """obs = [episode_id, t] (float32); reward = 1 + t; two actions, ignored.
 
-    episode_id = 1000 * seed + episode number, so ids are unique across envs.
+    episode_id = 1000 * (seed % 10_000) + episode number, so ids are unique across envs
+    (run seeds are 63-bit; the fold keeps ids exact in float32).
     Odd-numbered episodes terminate after TERMINATE_AT steps; even ones never
     terminate and are cut by the TimeLimit wrapper after TIME_LIMIT steps.
     """
@@ -30,7 +31,7 @@ class ChainEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         if seed is not None:
-            self.base = seed
+            self.base = seed % 10_000
             self.episode = -1
         self.episode += 1
         self.t = 0

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import last_json_line, run_dqn
 from gymnasium.vector import AutoresetMode
 
-from conftest import last_json_line, run_dqn
 from dqn_cli.atari import describe, make_atari_env, make_vector_env, resolve_game
 from dqn_cli.config import ConfigError, EnvConfig
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_dqn
 
 from dqn_cli import checkpoint as ckpt
-from conftest import run_dqn
 
 
 def state(step):

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import TINY, last_json_line, run_dqn
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SUMMARY_KEYS = {
     "total_steps", "wall_seconds", "env_steps_per_second", "final_eval_mean_return",
@@ -212,5 +211,5 @@ def test_bash_tab_completion_of_commands_groups_and_keys(tmp_path):
     )
     env = {**os.environ, "PATH": f"{dqn.parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert proc.stdout.splitlines() == ["eval", "env=atari env=breakout env=cartpole env=classic env=pong",
+    assert proc.stdout.splitlines() == ["eval", "env=atari env=breakout env=cartpole env=classic env=minatar env=pong",
                                         "optimizer.lr="], proc.stderr  # fmt: skip

@@ -9,14 +9,14 @@ bootstrap, truncated ones bootstrap from the true final observation.
 
 from __future__ import annotations
 
+import fake_envs
 import numpy as np
 import pytest
 
-import fake_envs
 from dqn_cli import checkpoint
 from dqn_cli.config import TrainConfig, validate
 from dqn_cli.envs import describe_env
-from dqn_cli.replay import build_replay
+from dqn_cli.replay_build import build_replay
 from dqn_cli.trainer import train
 
 GAMMA = 0.9

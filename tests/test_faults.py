@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, run_dqn
 from test_resume import EXACT, assert_no_repeated_or_forked_points, snapshot, without
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import TINY, run_dqn
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import TINY, run_dqn
 from dqn_cli.metrics import HPARAM_METRICS, RunLogger, encode_gif, flatten_config
 
 TAGS = [

@@ -356,7 +356,8 @@ def test_state_dict_round_trip():
 
 def test_bytes_per_slot_and_build_replay():
     from dqn_cli.config import TrainConfig
-    from dqn_cli.replay import build_replay, estimate_replay_bytes, slot_bytes
+    from dqn_cli.replay import slot_bytes
+    from dqn_cli.replay_build import build_replay, estimate_replay_bytes
 
     buf = per(capacity=2**16, num_envs=4, branching=32, top_size=1024)
     assert buf._sum.nbytes + buf._min.nbytes <= PRIORITY_BYTES_PER_SLOT * 2**16

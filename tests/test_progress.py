@@ -13,8 +13,8 @@ import termios
 import time
 
 import pytest
-
 from conftest import ROOT, TINY, run_dqn
+
 from dqn_cli.metrics import use_progress_bar
 
 # TINY without its progress=log: the default, auto, decides.

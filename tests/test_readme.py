@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY, last_json_line, run_dqn
 
 README = ROOT / "README.md"
-RUN_PLACEHOLDERS = ("outputs/2026-11-20/12-00-00_cartpole", "outputs/DATE/TIME_cartpole")
+RUN_PLACEHOLDERS = ("outputs/2026-11-20/12-00-00_cartpole", "outputs/DATE/TIME_cartpole",
+                    "multirun/2026-11-20/14-03-12_cartpole", "multirun/DATE/TIME_cartpole")  # a run is a plot's input too
 ATARI_TINY = ["total_steps=64", "learning_starts=32", "batch_size=8", "replay.capacity=2000", "eval.episodes=1",
               "eval.every=0", "checkpoint.every=0", "env.max_episode_steps=30", "env.num_envs=2"]  # fmt: skip
 
@@ -84,6 +84,11 @@ def test_readme_command_runs(command, trained_run, tmp_path):
         assert {"mean_return", "std_return", "episodes"} <= result.keys()
         if "video=true" in args:
             assert Path(result["video"]).is_file()
+        return
+    elif sub == "plot":  # written to scratch, never into the checkout
+        proc = run_dqn(*args, "--out", str(tmp_path / "plot.png"), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (tmp_path / "plot.png").is_file() and proc.stdout.strip().endswith("plot.png")
         return
     elif sub == "bench":
         proc = run_dqn(*args, timeout=300)

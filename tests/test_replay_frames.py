@@ -18,9 +18,9 @@ transition, is checked against a log of what was fed to the agent.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
-import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation
 
@@ -219,10 +219,29 @@ def test_bytes_per_transition_atari():
 def test_bytes_per_transition_matches_estimate():
     from types import SimpleNamespace
 
-    from dqn_cli.envs import EnvSpec
-    from dqn_cli.replay import estimate_replay_bytes
+    from dqn_cli.replay_build import estimate_replay_bytes
+    from dqn_cli.spec import EnvSpec
 
     spec = EnvSpec(FRAME, np.dtype(np.uint8), 4, 4)
     cfg = SimpleNamespace(replay=SimpleNamespace(name="uniform", capacity=8000))
     buf = ReplayBuffer(8000, 8, FRAME, np.uint8, frame_stack=4)
     assert estimate_replay_bytes(cfg, spec) >= buf.nbytes
+
+
+def test_uniform_sampling_reaches_the_oldest_slots_on_the_step_the_ring_fills():
+    """The sampler's range used to skip the S-1 oldest slots as soon as the ring was full,
+    though nothing had been overwritten yet and their stacks were whole."""
+    L = 12
+    buf = ReplayBuffer(L, 1, (2,), np.float32, frame_stack=S, n_step=1, seed=0)
+    no = np.zeros(1, dtype=bool)
+    for t in range(L):  # exactly fills the ring: one episode, no overwrite yet
+        buf.add(np.full((1, S, 2), t, dtype=np.float32), np.zeros(1, np.int64), np.ones(1), no, no)
+    assert buf.size[0] == L
+    valid = set(np.flatnonzero(buf.valid[0]).tolist())
+    assert valid == set(range(L - 1))  # every slot but the newest (its next observation is not written)
+    sampled = set(buf.sample(4000).indices.tolist())
+    assert sampled == valid
+    # one more step overwrites slot 0: the S-1 slots after it lose their history and are never drawn
+    buf.add(np.full((1, S, 2), L, dtype=np.float32), np.zeros(1, np.int64), np.ones(1), no, no)
+    sampled = set(buf.sample(4000).indices.tolist())
+    assert sampled == set(np.flatnonzero(buf.valid[0]).tolist()) and not sampled & {0, 1, 2, 3}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dqn_cli.config import ScheduleConfig
+from dqn_cli.config import ReplayConfig, ScheduleConfig, TrainConfig, validate
 from dqn_cli.schedules import beta_schedule, epsilon_schedule, exponential, linear, piecewise
 
 
@@ -64,18 +64,37 @@ def test_epsilon_schedule_dispatch():
 
 
 def test_beta_schedule_by_value():
-    for name in ("linear", "piecewise"):
-        beta = beta_schedule(ScheduleConfig(name=name), 0.4, 1.0, 100_000)
-        assert beta(0) == pytest.approx(0.4)
-        assert beta(25_000) == pytest.approx(0.55)
-        assert beta(50_000) == pytest.approx(0.7)
-        assert beta(100_000) == pytest.approx(1.0)
-        assert beta(200_000) == pytest.approx(1.0)
-    beta = beta_schedule(ScheduleConfig(name="exponential"), 0.4, 1.0, 100_000)
+    beta = beta_schedule(ReplayConfig(beta_start=0.4, beta_end=1.0, beta_steps=100_000))
     assert beta(0) == pytest.approx(0.4)
-    assert beta(20_000) == pytest.approx(1.0 - 0.6 / math.e)  # e-folding time: a fifth of training
-    assert beta(100_000) == pytest.approx(1.0 - 0.6 * math.exp(-5))
-    assert 0.99 < beta(100_000) < 1.0  # within 1% of beta_end at the end
+    assert beta(25_000) == pytest.approx(0.55)
+    assert beta(50_000) == pytest.approx(0.7)
+    assert beta(100_000) == pytest.approx(1.0)
+    assert beta(200_000) == pytest.approx(1.0)
+
+
+def test_beta_has_its_own_settings_whatever_the_epsilon_schedule():
+    """schedule=exponential used to bend beta's curve too; beta now reads only the replay group."""
+    for schedule in (ScheduleConfig(name="linear"), ScheduleConfig(name="exponential"),
+                     ScheduleConfig(name="piecewise", points=[[0, 1.0], [10, 0.1]])):  # fmt: skip
+        cfg = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), schedule=schedule, total_steps=100_000))
+        assert cfg.replay.beta_steps == 100_000  # fixed when the run starts
+        assert beta_schedule(cfg.replay)(50_000) == pytest.approx(0.7)
+
+
+def test_beta_horizon_survives_a_resume_with_a_larger_budget(tmp_path):
+    """resume=... total_steps=4N must not stretch beta's annealing (it would jump backwards)."""
+    from omegaconf import OmegaConf
+
+    from dqn_cli.resume import resumed_config
+
+    first = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), total_steps=1_000))
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.structured(first), tmp_path / ".hydra" / "config.yaml")
+    composed = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), total_steps=4_000))
+    resumed = resumed_config(composed, tmp_path, [f"resume={tmp_path}", "total_steps=4000"])
+    assert resumed.total_steps == 4_000 and resumed.replay.beta_steps == 1_000
+    assert beta_schedule(resumed.replay)(1_000) == pytest.approx(1.0)
+    assert beta_schedule(resumed.replay)(500) == beta_schedule(first.replay)(500)
 
 
 def test_schedules_are_pure():
@@ -91,3 +110,14 @@ def test_points_without_the_piecewise_schedule_are_refused_not_ignored():
     with pytest.raises(ConfigError, match="schedule.points is read by schedule=piecewise only"):
         validate(TrainConfig(schedule=ScheduleConfig(name="linear", points=[[0, 1.0], [100, 0.1]])))
     validate(TrainConfig(schedule=ScheduleConfig(name="piecewise", points=[[0, 1.0], [100, 0.1]])))
+
+
+def test_learning_rate_is_constant_or_annealed_linearly_over_a_fixed_horizon():
+    from dqn_cli.config import OptimizerConfig
+    from dqn_cli.schedules import learning_rate_schedule
+
+    assert learning_rate_schedule(OptimizerConfig(lr=3e-4))(10**9) == 3e-4
+    cfg = validate(TrainConfig(optimizer=OptimizerConfig(lr=1e-3, lr_end=1e-4), total_steps=10_000))
+    assert cfg.optimizer.lr_decay_steps == 10_000  # fixed when the run starts, like beta's horizon
+    lr = learning_rate_schedule(cfg.optimizer)
+    assert lr(0) == pytest.approx(1e-3) and lr(5_000) == pytest.approx(5.5e-4) and lr(20_000) == pytest.approx(1e-4)

@@ -15,10 +15,10 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, last_json_line, run_dqn, train_run
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, last_json_line, run_dqn, train_run
 from dqn_cli import video
 from dqn_cli.config import ConfigError, TrainConfig
 from dqn_cli.envs import describe_env, make_vector_env
@@ -160,7 +160,8 @@ class _Uniform(torch.nn.Module):
 def _scored(cfg: TrainConfig, net, spec, episodes: int, num_envs: int, seed: int, epsilon: float, **kw):
     envs = make_vector_env(cfg.env, num_envs, seed, training=False)
     try:
-        return evaluate(net, envs, spec, episodes, seed, epsilon, torch.device("cpu"), **kw)
+        env_seeds = [seed + i for i in range(num_envs)]  # plain seeds, so the test can name them
+        return evaluate(net, envs, spec, episodes, env_seeds, seed, epsilon, torch.device("cpu"), **kw)
     finally:
         envs.close()
 

@@ -1,0 +1,340 @@
+"""``dqn plot PATH...``: learning curves over seeds, a PNG and a table.
+
+Reads what runs write as they go (``evals.csv``, ``episodes.csv``, the config
+and ``summary.json``) from run dirs, sweep dirs, or committed result folders
+(any folder holding such runs, at any depth). Runs whose configs differ only
+by ``seed`` (and by plumbing that does not change learning: device, cadences,
+logging) are one configuration; each gets a curve of the mean over its seeds
+with a 95% bootstrap confidence band, one panel per env.
+
+``--metric eval`` (default): the evaluations' mean return against env steps.
+``--metric train``: the mean return of the last 100 training episodes (the
+MinAtar and CleanRL papers' curves) against env steps.
+
+The table (Markdown and CSV beside the PNG) gives each configuration's final
+score over its runs: the mean, the interquartile mean and a 95% percentile
+bootstrap interval of the mean (Agarwal et al. 2021, "Deep Reinforcement
+Learning at the Edge of the Statistical Precipice"; with one task the
+stratified bootstrap of rliable is the plain bootstrap over runs). The final
+score of a run is its final evaluation's mean return (eval) or the mean of
+its last 100 training episodes (train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# config keys that do not change what is learned: runs differing only in these are one configuration
+IGNORED = ("seed", "device", "progress", "log_every", "torch_threads", "resume", "checkpoint.", "eval.every",
+           "eval.video", "eval.episodes", "eval.max_episode_steps", "env.name", "env.vectorization")  # fmt: skip
+WINDOW = 100  # training episodes in the moving average of --metric train
+BOOTSTRAP = 2000  # bootstrap resamples
+POINTS = 60  # grid points of a --metric train curve
+
+
+class PlotError(ValueError):
+    """Bad input for ``dqn plot``: printed as one line."""
+
+
+@dataclass
+class Run:
+    path: Path
+    env: str
+    config: dict[str, str]
+    evals: np.ndarray  # (K, 2): env_step, mean_return
+    episodes: np.ndarray  # (M, 2): env_step, return
+    summary: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------- reading
+def _read_csv(path: Path, x: str, y: str) -> np.ndarray:
+    if not path.is_file():
+        return np.zeros((0, 2))
+    with open(path, newline="") as f:
+        rows = [(float(r[x]), float(r[y])) for r in csv.DictReader(f) if r.get(x) and r.get(y)]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = json.dumps(value)
+    return out
+
+
+def _config(run_dir: Path) -> dict:
+    import yaml
+
+    for candidate in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"):
+        if candidate.is_file():
+            data = yaml.safe_load(candidate.read_text()) or {}
+            data.pop("hydra", None)
+            return data
+    return {}
+
+
+def _ignored(key: str) -> bool:
+    return any(key == i or (i.endswith(".") and key.startswith(i)) for i in IGNORED)
+
+
+def _env_label(config: dict, summary: dict) -> str:
+    if summary.get("env"):  # canonical (MinAtar/SpaceInvaders, not the spelling given)
+        return str(summary["env"])
+    env = config.get("env", {})
+    if env.get("kind") == "minatar":
+        return f"MinAtar/{env.get('game')}"
+    if env.get("kind") == "atari":
+        return str(env.get("game"))
+    return str(env.get("id") or summary.get("env") or "?")
+
+
+def read_run(run_dir: Path) -> Run:
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    config = _config(run_dir)
+    flat = {k: v for k, v in _flatten(config).items() if not _ignored(k)}
+    return Run(
+        path=run_dir,
+        env=_env_label(config, summary),
+        config=flat,
+        evals=_read_csv(run_dir / "evals.csv", "env_step", "mean_return"),
+        episodes=_read_csv(run_dir / "episodes.csv", "env_step", "return"),
+        summary=summary,
+    )
+
+
+def find_runs(paths: list[str]) -> list[Run]:
+    """Every run (a folder with evals.csv) under ``paths``. Raises PlotError for a bad path."""
+    runs: list[Run] = []
+    for text in paths:
+        path = Path(text)
+        if not path.exists():
+            raise PlotError(f"{text}: no such file or directory; pass run dirs, sweep dirs or result folders")
+        if path.is_file():
+            path = path.parent
+        found = sorted({p.parent for p in path.rglob("evals.csv")})
+        if not found:
+            raise PlotError(f"{text}: no runs in it (a run dir holds evals.csv, written by dqn train as it goes)")
+        runs += [read_run(d) for d in found]
+    return runs
+
+
+# ----------------------------------------------------------------- statistics
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (one per run)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), float(values.mean())
+    means = values[rng.integers(0, values.size, size=(BOOTSTRAP, values.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle 50% of runs (scipy's trim_mean(x, 0.25), as rliable)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    cut = int(0.25 * x.size)
+    return float(x[cut : x.size - cut].mean())
+
+
+def moving_average_curve(episodes: np.ndarray, grid: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Mean return of the last ``window`` training episodes ended by each grid step (nan before the first)."""
+    steps, returns = episodes[:, 0], episodes[:, 1]
+    csum = np.concatenate([[0.0], np.cumsum(returns)])
+    ended = np.searchsorted(steps, grid, side="right")  # episodes ended by each grid step
+    start = np.maximum(ended - window, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ended > 0, (csum[ended] - csum[start]) / (ended - start), np.nan)
+
+
+def curve(run: Run, metric: str, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, values) of one run's curve."""
+    if metric == "eval":
+        return run.evals[:, 0], run.evals[:, 1]
+    return grid, moving_average_curve(run.episodes, grid)
+
+
+def final_score(run: Run, metric: str) -> float:
+    if metric == "eval":
+        return float(run.evals[-1, 1]) if len(run.evals) else float("nan")
+    return float(run.episodes[-WINDOW:, 1].mean()) if len(run.episodes) else float("nan")
+
+
+@dataclass
+class Group:
+    env: str
+    label: str
+    runs: list[Run]
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Runs of the same env whose configs agree (seed and plumbing aside) form one group."""
+    by_key: dict[tuple, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault((run.env, tuple(sorted(run.config.items()))), []).append(run)
+    groups = []
+    for (env, _), members in by_key.items():
+        groups.append(Group(env, "", members))
+    for env in {g.env for g in groups}:  # label each group by the keys that tell it from its panel's others
+        same_env = [g for g in groups if g.env == env]
+        keys = sorted({k for g in same_env for k in g.runs[0].config})
+        differing = [k for k in keys if len({g.runs[0].config.get(k) for g in same_env}) > 1]
+        for g in same_env:
+            parts = [f"{k}={json.loads(g.runs[0].config[k]) if k in g.runs[0].config else '-'}" for k in differing]
+            g.label = ", ".join(parts) if parts else env
+    return sorted(groups, key=lambda g: (g.env, g.label))
+
+
+def group_curve(group: Group, metric: str, rng: np.random.Generator):
+    """(steps, mean, lo, hi) over the group's runs: eval points every run has, or a common grid."""
+    if metric == "eval":
+        common = set(group.runs[0].evals[:, 0])
+        for run in group.runs[1:]:
+            common &= set(run.evals[:, 0])
+        steps = np.array(sorted(common))
+        values = np.stack([np.interp(steps, *curve(run, metric)) for run in group.runs]) if steps.size else np.zeros((0, 0))
+    else:
+        end = min(run.episodes[-1, 0] for run in group.runs if len(run.episodes)) if any(len(r.episodes) for r in group.runs) else 0
+        steps = np.linspace(end / POINTS, end, POINTS) if end else np.zeros(0)
+        values = np.stack([curve(run, metric, steps)[1] for run in group.runs])
+    if steps.size == 0:
+        return steps, steps, steps, steps
+    mean = np.nanmean(values, axis=0)
+    bands = np.array([bootstrap_ci(col[~np.isnan(col)], rng) if (~np.isnan(col)).any() else (np.nan, np.nan)
+                      for col in values.T])  # fmt: skip
+    return steps, mean, bands[:, 0], bands[:, 1]
+
+
+# ----------------------------------------------------------------- output
+TABLE_FIELDS = ("env", "configuration", "runs", "final_mean", "final_iqm", "ci95_low", "ci95_high", "reference")
+
+
+def table_rows(groups: list[Group], metric: str, rng: np.random.Generator, references: dict[str, float]) -> list[dict]:
+    rows = []
+    for g in groups:
+        scores = np.array([final_score(run, metric) for run in g.runs])
+        scores = scores[~np.isnan(scores)]
+        lo, hi = bootstrap_ci(scores, rng) if scores.size else (float("nan"), float("nan"))
+        rows.append({
+            "env": g.env, "configuration": g.label, "runs": int(scores.size),
+            "final_mean": float(scores.mean()) if scores.size else float("nan"),
+            "final_iqm": iqm(scores) if scores.size else float("nan"),
+            "ci95_low": lo, "ci95_high": hi, "reference": references.get(g.env, ""),
+        })  # fmt: skip
+    return rows
+
+
+def render_markdown(rows: list[dict], metric: str) -> str:
+    what = "final evaluation mean return" if metric == "eval" else f"mean of the last {WINDOW} training episodes"
+    lines = [f"Final score per configuration ({what}; mean, interquartile mean and 95% bootstrap CI over runs)", "",
+             "| env | configuration | runs | mean | IQM | 95% CI | reference |", "| --- | --- | ---: | ---: | ---: | --- | ---: |"]  # fmt: skip
+    for r in rows:
+        ref = r["reference"] if r["reference"] != "" else ""
+        lines.append(f"| {r['env']} | {r['configuration']} | {r['runs']} | {r['final_mean']:.2f} | {r['final_iqm']:.2f} "
+                     f"| [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | {ref} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def draw(groups: list[Group], metric: str, out: Path, rng: np.random.Generator, references: dict[str, float],
+         title: str | None = None) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({g.env for g in groups})
+    cols = min(len(envs), 3)
+    rows = (len(envs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, env in zip(axes.flat, envs):
+        for g in (g for g in groups if g.env == env):
+            steps, mean, lo, hi = group_curve(g, metric, rng)
+            if steps.size == 0:
+                continue
+            (line,) = ax.plot(steps, mean, label=f"{g.label} ({len(g.runs)} run{'s' if len(g.runs) > 1 else ''})")
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        if env in references:
+            ax.axhline(references[env], color="black", linestyle="--", linewidth=1, label=f"reference {references[env]:g}")
+        ax.set_title(env)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("eval mean return" if metric == "eval" else f"train return ({WINDOW}-episode mean)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot(paths: list[str], out: Path | None = None, metric: str = "eval", references: dict[str, float] | None = None,
+         title: str | None = None, seed: int = 0) -> tuple[Path, list[dict]]:  # fmt: skip
+    """Write the PNG, ``.md`` and ``.csv`` table; return the PNG's path and the table rows."""
+    runs = find_runs(paths)
+    if metric == "eval" and not any(len(r.evals) for r in runs):
+        raise PlotError("the runs have no evaluations (eval.episodes=0?); try --metric train")
+    references = references or {}
+    groups = group_runs(runs)
+    rng = np.random.default_rng(seed)
+    if out is None:
+        first = Path(paths[0])
+        out = (first if first.is_dir() else first.parent) / f"plot_{metric}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    draw(groups, metric, out, rng, references, title)
+    rows = table_rows(groups, metric, np.random.default_rng(seed), references)
+    out.with_suffix(".md").write_text(render_markdown(rows, metric))
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, rows
+
+
+def _reference(text: str) -> tuple[str, float]:
+    env, sep, value = text.rpartition("=")
+    try:
+        return env, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--reference takes ENV=VALUE, e.g. MinAtar/Breakout=9.5, got {text!r}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        print(f"dqn plot: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: list[str]) -> int:
+    parser = _Parser(prog="dqn plot", description="Learning curves over seeds: a PNG and a table (mean, IQM, 95% CI).")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, sweep dirs or result folders")
+    parser.add_argument("--metric", choices=("eval", "train"), default="eval",
+                        help="eval: evaluation mean return (default); train: mean of the last 100 training episodes")
+    parser.add_argument("--out", type=Path, default=None, help="the PNG to write (default: PATH/plot_METRIC.png)")
+    parser.add_argument("--reference", type=_reference, action="append", default=[], metavar="ENV=VALUE",
+                        help="a dashed reference level on ENV's panel, e.g. MinAtar/Breakout=9.5 (repeatable)")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        parser.error("dqn plot needs matplotlib: pip install 'dqn-cli[plot]'")
+    try:
+        out, rows = plot(args.paths, args.out, args.metric, dict(args.reference), args.title)
+    except PlotError as err:
+        parser.error(str(err))
+    print(render_markdown(rows, args.metric), end="")
+    print(out)
+    return 0

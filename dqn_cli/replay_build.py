@@ -1,0 +1,33 @@
+"""The replay buffer a run's config asks for, and its memory estimate (uniform or prioritized)."""
+
+from __future__ import annotations
+
+from dqn_cli.prioritized import PRIORITY_BYTES_PER_SLOT, PrioritizedReplayBuffer
+from dqn_cli.replay import ReplayBuffer, slot_bytes
+from dqn_cli.runtime import int_seed
+
+
+def estimate_replay_bytes(cfg, spec) -> int:
+    """Bytes the run's buffer will allocate (cfg: TrainConfig, spec: spec.EnvSpec)."""
+    per_slot = slot_bytes(spec.frame_shape, spec.frame_dtype)
+    if cfg.replay.name == "prioritized":
+        per_slot += PRIORITY_BYTES_PER_SLOT
+    return per_slot * cfg.replay.capacity
+
+
+def build_replay(cfg, spec) -> ReplayBuffer:
+    """The replay buffer the config asks for (cfg: TrainConfig, spec: spec.EnvSpec)."""
+    r = cfg.replay
+    kwargs = dict(
+        capacity=r.capacity,
+        num_envs=cfg.env.num_envs,
+        frame_shape=spec.frame_shape,
+        frame_dtype=spec.frame_dtype,
+        frame_stack=spec.frame_stack,
+        n_step=r.n_step,
+        gamma=cfg.gamma,
+        seed=int_seed(cfg.seed, "replay"),
+    )
+    if r.name == "prioritized":
+        return PrioritizedReplayBuffer(alpha=r.alpha, eps=r.eps, **kwargs)
+    return ReplayBuffer(**kwargs)

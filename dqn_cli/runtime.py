@@ -1,0 +1,80 @@
+"""What a run needs from the machine and from its seed: the device and every random stream.
+
+Seeds (RL_NOTES 21). Every random stream of a run is derived from its one
+``seed`` through :class:`numpy.random.SeedSequence`, each stream under its own
+spawn key, so two runs with different seeds share no env seed, and within a
+run no stream replays another's numbers (the exploration generator no longer
+repeats the weight initialisation's). A stream may take more keys: the
+evaluation envs are seeded per evaluation (``stream(seed, "eval_envs", k)``
+for the k-th evaluation), so each evaluation plays fresh start states, and the
+envs restarted on resume per env step.
+
+Integers handed to envs and generators are 63-bit (two 32-bit words of the
+sequence's state): collisions between runs are then as unlikely as between
+any two 63-bit draws. Envs whose own seeding takes fewer bits fold the seed
+down themselves (MinAtar, ale-py's vector env).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from dqn_cli.config import ConfigError
+
+# One spawn key per stream; never renumber (a run's numbers would change).
+STREAMS = {
+    "train_envs": 0,  # the training envs' first resets and their action spaces
+    "eval_envs": 1,  # key (k,): the k-th evaluation's envs and its epsilon draws
+    "resume_envs": 2,  # key (env_step,): envs restarted on resume at that step
+    "exploration": 3,  # the agent's epsilon-greedy generator
+    "replay": 4,  # replay sampling
+    "init": 5,  # network initialisation (torch's global generator) and python/numpy globals
+    "video": 6,  # key (k,): the k-th evaluation's filmed episode
+}
+
+
+def stream(seed: int, name: str, *key: int) -> np.random.SeedSequence:
+    """The SeedSequence of stream ``name`` (with optional extra ``key`` ints) of run ``seed`` >= 0."""
+    return np.random.SeedSequence(entropy=int(seed), spawn_key=(STREAMS[name], *(int(k) for k in key)))
+
+
+def seeds(seed: int, name: str, n: int, *key: int) -> list[int]:
+    """``n`` independent 63-bit seeds of stream ``name``, e.g. one per env."""
+    words = stream(seed, name, *key).generate_state(2 * n, np.uint64)
+    return [int(w >> np.uint64(1)) for w in words[::2]] if n else []
+
+
+def int_seed(seed: int, name: str, *key: int) -> int:
+    """One 63-bit seed of stream ``name`` (for a torch.Generator or numpy default_rng)."""
+    return seeds(seed, name, 1, *key)[0]
+
+
+def fold_seed(seed: int, bits: int = 32) -> int:
+    """A seed for an env whose own seeding takes ``bits`` bits, mixed from all of ``seed``'s bits."""
+    return int(np.random.SeedSequence(int(seed)).generate_state(1, np.uint64)[0] >> np.uint64(64 - bits))
+
+
+def seed_globals(seed: int) -> None:
+    """Python's, numpy's and torch's global generators (torch's initialises the networks)."""
+    init = int_seed(seed, "init")
+    random.seed(init)
+    np.random.seed(init % 2**32)
+    torch.manual_seed(init)
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; refuses cuda when there is none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} but no CUDA device is available; use device=auto or device=cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0..."
+            )
+    return device

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The MinAtar benchmark of the README: `dqn train env=minatar` at its defaults (1M env steps)
+# on each game and seed, one run at a time, each run's small result files copied into
+# results/minatar/GAME/seed_S/ (summary.json, evals.csv, episodes.csv, config.yaml).
+# Runs whose results are already there are skipped, so the benchmark grows across sessions.
+# Then the figures: scripts/minatar_benchmark.sh --plot-only
+#
+#   scripts/minatar_benchmark.sh                       # all five games, seeds 1 2 3
+#   GAMES="Breakout Freeway" SEEDS="4 5" scripts/minatar_benchmark.sh
+#   EXTRA="total_steps=200000" scripts/minatar_benchmark.sh   # extra overrides for every run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DQN=${DQN:-.venv/bin/dqn}
+GAMES=${GAMES:-Breakout Freeway SpaceInvaders Asterix Seaquest}
+SEEDS=${SEEDS:-1 2 3}
+OUT=${OUT:-results/minatar}
+# The paper's DQN at 1M frames, read from its figure (training returns, 100-episode average)
+REFS=(--reference MinAtar/Breakout=9.5 --reference MinAtar/Freeway=49 --reference MinAtar/SpaceInvaders=35
+      --reference MinAtar/Asterix=11)
+
+if [ "${1:-}" != "--plot-only" ]; then
+  for game in $GAMES; do
+    for seed in $SEEDS; do
+      dest="$OUT/$game/seed_$seed"
+      if [ -f "$dest/summary.json" ]; then echo "have $dest"; continue; fi
+      run="outputs/minatar_benchmark/${game}_seed_$seed"
+      rm -rf "$run"
+      # shellcheck disable=SC2086
+      "$DQN" train env=minatar env.game="$game" seed="$seed" progress=log ${EXTRA:-} hydra.run.dir="$run"
+      mkdir -p "$dest"
+      cp "$run/summary.json" "$run/evals.csv" "$run/episodes.csv" "$dest/"
+      cp "$run/.hydra/config.yaml" "$dest/config.yaml"
+      echo "wrote $dest"
+    done
+  done
+fi
+"$DQN" plot "$OUT" --metric train "${REFS[@]}" --out "$OUT/minatar_train.png" \
+  --title "MinAtar, dqn train env=minatar: training return (100-episode mean), mean and 95% CI over seeds"
+"$DQN" plot "$OUT" --metric eval --out "$OUT/minatar_eval.png" \
+  --title "MinAtar, dqn train env=minatar: greedy evaluation return, mean and 95% CI over seeds"

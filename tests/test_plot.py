@@ -1,0 +1,59 @@
+"""`dqn plot`: curves over seeds from a real sweep, with a table whose numbers match the runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_sweep import dqn, job_dirs, sweep
+
+from dqn_cli.plot import bootstrap_ci, iqm, moving_average_curve
+
+
+def test_statistics_by_hand():
+    assert iqm(np.array([1.0, 2.0, 3.0, 4.0, 100.0, -50.0, 5.0, 6.0])) == pytest.approx(np.mean([2, 3, 4, 5]))
+    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0]), np.random.default_rng(0))
+    assert 1.0 <= lo < 2.5 < hi <= 4.0
+    assert bootstrap_ci(np.array([7.0]), np.random.default_rng(0)) == (7.0, 7.0)
+    episodes = np.array([[10, 1.0], [20, 3.0], [30, 5.0]])
+    got = moving_average_curve(episodes, np.array([5, 10, 25, 30]), window=2)
+    assert np.isnan(got[0]) and got[1:].tolist() == [1.0, 2.0, 4.0]
+
+
+def test_plot_of_a_sweep_groups_seeds_and_tabulates_their_summaries(tmp_path):
+    sweep_dir, proc = sweep(tmp_path, "seed=1,2", "optimizer.lr=1e-3,3e-3", "eval.every=100", "eval.episodes=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "fig" / "curves.png"
+    proc = dqn("plot", str(sweep_dir), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    with Image.open(out) as image:
+        image.load()
+        assert image.size[0] > 200 and image.size[1] > 200
+    with open(out.with_suffix(".csv"), newline="") as f:
+        rows = {r["configuration"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"optimizer.lr=0.001", "optimizer.lr=0.003"}
+    for lr, row in rows.items():
+        finals = [json.loads((d / "summary.json").read_text())["final_eval_mean_return"]
+                  for d in job_dirs(sweep_dir) if f"optimizer.lr-{lr.split('=')[1].replace('0.00', '0.00')}" in d.name
+                  or f"optimizer.lr-{'1e-3' if lr.endswith('0.001') else '3e-3'}" in d.name]  # fmt: skip
+        assert len(finals) == 2 and int(row["runs"]) == 2
+        assert float(row["final_mean"]) == pytest.approx(np.mean(finals))
+        assert float(row["ci95_low"]) <= float(row["final_mean"]) <= float(row["ci95_high"])
+    assert "| optimizer.lr=0.001 | 2 |" in out.with_suffix(".md").read_text()
+    train = dqn("plot", str(sweep_dir), "--metric", "train", "--reference", "CartPole-v1=475", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    assert (sweep_dir / "plot_train.png").is_file()
+
+
+def test_bad_paths_get_one_line(tmp_path):
+    proc = dqn("plot", str(tmp_path / "nope"), cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no such file" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = dqn("plot", str(tmp_path / "empty"), cwd=tmp_path)
+    assert proc.returncode == 2 and "no runs in it" in proc.stderr and "Traceback" not in proc.stderr
+    proc = dqn("plot", str(tmp_path / "empty"), "--reference", "oops", cwd=tmp_path)
+    assert proc.returncode == 2 and "ENV=VALUE" in proc.stderr
