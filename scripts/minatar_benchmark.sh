@@ -27,10 +27,7 @@ if [ "${1:-}" != "--plot-only" ]; then
       rm -rf "$run"
       # shellcheck disable=SC2086
       "$DQN" train env=minatar env.game="$game" seed="$seed" progress=log ${EXTRA:-} hydra.run.dir="$run"
-      mkdir -p "$dest"
-      cp "$run/summary.json" "$run/evals.csv" "$run/episodes.csv" "$dest/"
-      cp "$run/.hydra/config.yaml" "$dest/config.yaml"
-      echo "wrote $dest"
+      .venv/bin/python scripts/collect_results.py "$run" "$OUT/$game"
     done
   done
 fi

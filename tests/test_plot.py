@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from test_sweep import dqn, job_dirs, sweep
 
@@ -36,10 +37,10 @@ def test_plot_of_a_sweep_groups_seeds_and_tabulates_their_summaries(tmp_path):
     with open(out.with_suffix(".csv"), newline="") as f:
         rows = {r["configuration"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"optimizer.lr=0.001", "optimizer.lr=0.003"}
-    for lr, row in rows.items():
-        finals = [json.loads((d / "summary.json").read_text())["final_eval_mean_return"]
-                  for d in job_dirs(sweep_dir) if f"optimizer.lr-{lr.split('=')[1].replace('0.00', '0.00')}" in d.name
-                  or f"optimizer.lr-{'1e-3' if lr.endswith('0.001') else '3e-3'}" in d.name]  # fmt: skip
+    for label, row in rows.items():
+        lr = float(label.split("=")[1])
+        finals = [json.loads((d / "summary.json").read_text())["final_eval_mean_return"] for d in job_dirs(sweep_dir)
+                  if yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] == lr]  # fmt: skip
         assert len(finals) == 2 and int(row["runs"]) == 2
         assert float(row["final_mean"]) == pytest.approx(np.mean(finals))
         assert float(row["ci95_low"]) <= float(row["final_mean"]) <= float(row["ci95_high"])
