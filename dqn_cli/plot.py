@@ -274,7 +274,9 @@ def draw(groups: list[Group], metric: str, out: Path, rng: np.random.Generator, 
     for ax in list(axes.flat)[len(envs):]:
         ax.axis("off")
     if title:
-        fig.suptitle(title)
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, width=55 * cols), fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

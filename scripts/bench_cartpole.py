@@ -3,7 +3,7 @@
 SB3 runs with rl-baselines3-zoo's tuned CartPole-v1 hyperparameters (50k
 steps); dqn runs its defaults. Both on the same seeds, one after the other in
 this process tree, and both judged the same way: the mean return of a final
-greedy evaluation over 10 episodes, solved at >= 475.
+greedy evaluation over 20 episodes, solved at >= 475.
 
     .venv/bin/pip install stable-baselines3     # benchmark-only dependency
     .venv/bin/python scripts/bench_cartpole.py --seeds 1 2 3 4 5
@@ -42,7 +42,7 @@ def run_sb3(seed: int, steps: int) -> dict:
     model = DQN("MlpPolicy", gym.make("CartPole-v1"), seed=seed, verbose=0, device="cpu", **ZOO)
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - start
-    mean, std = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=10, deterministic=True)
+    mean, std = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=20, deterministic=True)
     return {"seed": seed, "wall_seconds": wall, "final_eval_mean_return": float(mean)}
 
 
