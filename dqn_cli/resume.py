@@ -22,6 +22,10 @@ parameters after the same env steps, on CPU with a fixed seed and the same
 
 * ``checkpoint.save_replay=true`` and ``replay.npz`` is from the same env step
   as ``last.pt`` (the trainer warns and starts an empty buffer otherwise);
+* the schedules' horizons are the same: PER's ``replay.beta_steps`` and the
+  learning rate's ``optimizer.lr_decay_steps`` are fixed when a run first
+  starts (its ``total_steps`` unless given), so a run started with 200 steps
+  and resumed to 400 anneals over 200, unlike one started with 400;
 * the envs are Gymnasium classic-control envs (CartPole, Acrobot,
   MountainCar), on the ``sync`` or ``async`` backend. Their whole simulator
   state is plain numbers, so it is saved in the checkpoint

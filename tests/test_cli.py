@@ -212,4 +212,4 @@ def test_bash_tab_completion_of_commands_groups_and_keys(tmp_path):
     env = {**os.environ, "PATH": f"{dqn.parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert proc.stdout.splitlines() == ["eval", "env=atari env=breakout env=cartpole env=classic env=minatar env=pong",
-                                        "optimizer.lr="], proc.stderr  # fmt: skip
+                                        "optimizer.lr= optimizer.lr_decay_steps= optimizer.lr_end="], proc.stderr  # fmt: skip

@@ -20,7 +20,10 @@ from dqn_cli import resume
 from dqn_cli.config import EnvConfig
 
 # deterministic CPU training: one thread, explicit device, replay saved beside the checkpoints
-EXACT = [*TINY, "device=cpu", "torch_threads=1", "checkpoint.save_replay=true", "target_update_period=50"]
+# The split runs start with total_steps=200 and resume to 400: the learning rate's annealing horizon is
+# fixed when a run starts (like replay.beta_steps), so it is pinned to the full budget for both.
+EXACT = [*TINY, "device=cpu", "torch_threads=1", "checkpoint.save_replay=true", "target_update_period=50",
+         "optimizer.lr_decay_steps=400"]
 
 
 def without(args: list[str], key: str) -> list[str]:
