@@ -61,7 +61,7 @@ class EvalResult:
         }
 
 
-def eval_num_envs(episodes: int, cap: int = 8) -> int:
+def eval_num_envs(episodes: int, cap: int = 16) -> int:
     return max(1, min(episodes, cap))
 
 
@@ -153,7 +153,8 @@ def capped(cfg: EnvConfig, max_episode_steps: int | None) -> EnvConfig:
 
 
 def make_eval_env(cfg: EnvConfig, episodes: int, seed: int, max_episode_steps: int | None = None) -> VectorEnv:
-    """The evaluation vector env: the full-game protocol, up to 8 envs, episodes capped at
+    """The evaluation vector env: the full-game protocol, up to 16 envs (an Atari evaluation of 10
+    episodes plays them all at once), episodes capped at
     ``max_episode_steps`` agent steps (besides ``cfg``'s own limits) when given."""
     return make_vector_env(capped(cfg, max_episode_steps), eval_num_envs(episodes), seed, training=False)
 
