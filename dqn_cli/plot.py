@@ -199,13 +199,11 @@ def group_runs(runs: list[Run]) -> list[Group]:
 def group_curve(group: Group, metric: str, rng: np.random.Generator):
     """(steps, mean, lo, hi) over the group's runs: eval points every run has, or a common grid."""
     if metric == "eval":
-        common = set(group.runs[0].evals[:, 0])
-        for run in group.runs[1:]:
-            common &= set(run.evals[:, 0])
-        steps = np.array(sorted(common))
-        values = np.stack([np.interp(steps, *curve(run, metric)) for run in group.runs]) if steps.size else np.zeros((0, 0))
+        steps = np.array(sorted(set.intersection(*(set(run.evals[:, 0]) for run in group.runs))))
+        values = np.stack([np.interp(steps, *curve(run, metric)) for run in group.runs])
     else:
-        end = min(run.episodes[-1, 0] for run in group.runs if len(run.episodes)) if any(len(r.episodes) for r in group.runs) else 0
+        ends = [run.episodes[-1, 0] for run in group.runs if len(run.episodes)]
+        end = min(ends) if ends else 0
         steps = np.linspace(end / POINTS, end, POINTS) if end else np.zeros(0)
         values = np.stack([curve(run, metric, steps)[1] for run in group.runs])
     if steps.size == 0:
