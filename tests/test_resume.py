@@ -146,6 +146,11 @@ def test_resume_continues_the_run_tensorboard_and_summary(tmp_path):
     assert last["agent"]["optimizer"]["state"][0]["step"].item() == 700 - dropped  # Adam's moments continued too
     steps = assert_no_repeated_or_forked_points(run / "tb")
     assert steps["eval/mean_return"][-1] == 800 and steps["charts/epsilon"][-1] == 800
+    # the CSVs continue too: the rows up to the checkpoint kept, none repeated
+    evals = [int(line.split(",")[0]) for line in (run / "evals.csv").read_text().splitlines()[1:]]
+    assert evals == steps["eval/mean_return"] and evals[-1] == 800
+    episode_steps = [int(line.split(",")[0]) for line in (run / "episodes.csv").read_text().splitlines()[1:]]
+    assert episode_steps == sorted(episode_steps) and episode_steps == steps["charts/episodic_return"]
     assert max(steps["charts/epsilon"][:-1]) < 800
     # one run dir: the resumed life wrote into it, with the new budget recorded
     assert "total_steps: 800" in (run / ".hydra" / "config.yaml").read_text()
