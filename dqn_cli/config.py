@@ -193,6 +193,7 @@ def _check(ok: bool, message: str) -> None:
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
 ENV_KINDS = ("classic", "atari", "minatar")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
+NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
@@ -233,17 +234,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     )
     _check(all(h >= 1 for h in n.hidden_sizes), f"network.hidden_sizes must be positive, got {n.hidden_sizes}")
     _check(n.cnn_hidden >= 1, f"network.cnn_hidden must be >= 1, got {n.cnn_hidden}")
-    image_net = {"atari": "nature_cnn", "minatar": "minatar_cnn"}
-    if e.kind == "atari":
-        _check(n.name == "nature_cnn",
-               f"network={n.name} cannot read Atari frames; use network=nature_cnn (the Atari default)")
-    elif n.name in image_net.values():
-        _check(
-            image_net.get(e.kind) == n.name,
-            f"network={n.name} is for {'Atari' if n.name == 'nature_cnn' else 'MinAtar'} images; "
-            + (f"{e.id} has flat vectors: use network=mlp" if e.kind == "classic"
-               else "MinAtar's 10x10 frames need network=minatar_cnn (the MinAtar default) or network=mlp"),
-        )  # fmt: skip
+    fits = NETWORKS_FOR[e.kind]
+    _check(n.name in fits, f"network={n.name} cannot read {e.kind} observations ({e.label}); "
+                           f"use network={' or network='.join(fits)}")  # fmt: skip
     _check(r.name in ("uniform", "prioritized"), f"replay must be uniform or prioritized, got {r.name!r}")
     _check(r.capacity >= 1, f"replay.capacity must be >= 1 transition, got {r.capacity}")
     _check(r.n_step >= 1, f"replay.n_step must be >= 1, got {r.n_step}")

@@ -108,7 +108,7 @@ def test_network_and_env_must_agree():
         validate(bad)
     classic = TrainConfig()
     classic.network.name = "minatar_cnn"
-    with pytest.raises(ConfigError, match="use network=mlp"):
+    with pytest.raises(ConfigError, match="classic observations.*use network=mlp"):
         validate(classic)
 
 
