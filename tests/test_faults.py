@@ -25,6 +25,11 @@ LONG = [a for a in TINY if not a.startswith("total_steps=")] + [
 ]  # fmt: skip
 
 
+# the log line of the step-200 checkpoint (a bare "checkpoint" would match the results dir in the
+# first line: pytest names tmp_path after the test, and these tests' names say "checkpoints")
+FIRST_CHECKPOINT = "checkpoints/step_000000200.pt"
+
+
 # ------------------------------------------------------------------ helpers
 def marked_processes(marker: str) -> list[int]:
     """Live processes (not zombies) whose environment carries ``DQN_TEST_MARKER=marker``:
@@ -128,7 +133,7 @@ def test_a_signal_checkpoints_exits_and_resume_continues(tmp_path, how):
     closed, the exit code is 128 + the signal, no worker is left; resume= continues the curves."""
     run = tmp_path / "run"
     dqn = Dqn("train", *LONG, f"hydra.run.dir={run}")
-    dqn.wait_for(run / "train.log", "checkpoint")
+    dqn.wait_for(run / "train.log", FIRST_CHECKPOINT)
     assert len(dqn.workers()) >= 2
     sig = getattr(signal, how)
     if how == "SIGINT":
@@ -273,7 +278,7 @@ def test_stop_request_handler_in_process():
 def test_an_env_worker_that_dies_is_named_not_a_hang(tmp_path):
     run = tmp_path / "run"
     dqn = Dqn("train", *LONG, "eval.every=0", f"hydra.run.dir={run}")
-    dqn.wait_for(run / "train.log", "checkpoint")
+    dqn.wait_for(run / "train.log", FIRST_CHECKPOINT)
     workers = dqn.workers()
     assert len(workers) == 2
     os.kill(workers[1], signal.SIGKILL)
