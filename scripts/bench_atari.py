@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, device: str) -> dict:
     import torch
 
-    from dqn_cli.agent import DQNAgent
-    from dqn_cli.atari import describe, make_vector_env
     from dqn_cli.config import EnvConfig, NetworkConfig, OptimizerConfig
-    from dqn_cli.envs import FrameStacker
-    from dqn_cli.networks import build_network
+    from dqn_cli.core.agent import DQNAgent
+    from dqn_cli.core.networks import build_network
+    from dqn_cli.envs.atari import describe, make_vector_env
+    from dqn_cli.envs.vector import FrameStacker
 
     cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", num_envs=num_envs, vectorization=backend,
                     frame_stack=4)  # fmt: skip
@@ -126,7 +126,7 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
 
 # ----------------------------------------------------------- batch assembly
 def bench_sampling(capacity: int, num_envs: int, batch: int, iters: int, n_step: int) -> dict:
-    from dqn_cli.replay import ReplayBuffer, available_memory_bytes, slot_bytes
+    from dqn_cli.replay.storage import ReplayBuffer, available_memory_bytes, slot_bytes
 
     need = slot_bytes((84, 84), np.uint8) * capacity
     if need > 0.8 * available_memory_bytes():

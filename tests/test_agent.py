@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from dqn_cli.agent import DQNAgent, td_target
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.replay import Batch
+from dqn_cli.core.agent import DQNAgent, td_target
+from dqn_cli.replay.storage import Batch
 
 
 def test_dqn_target_takes_the_target_networks_max():
@@ -146,7 +146,7 @@ def test_a_vector_step_passing_several_target_periods_applies_each(tmp_path, mon
     """8 envs with target_update_period=2: every vector step passes 4 periods, and the trainer
     applies all 4 Polyak updates (not one), so tau means the same whatever num_envs is."""
     from dqn_cli.config import CheckpointConfig, EnvConfig, EvalConfig, NetworkConfig, TrainConfig, validate
-    from dqn_cli.trainer import train
+    from dqn_cli.run.trainer import train
 
     calls = []
     original = DQNAgent.update_target

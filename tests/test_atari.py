@@ -19,8 +19,8 @@ import pytest
 from conftest import last_json_line, run_dqn
 from gymnasium.vector import AutoresetMode
 
-from dqn_cli.atari import describe, make_atari_env, make_vector_env, resolve_game
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.envs.atari import describe, make_atari_env, make_vector_env, resolve_game
 
 BACKENDS = ("sync", "async", "ale")
 
@@ -80,7 +80,7 @@ def test_factory_is_picklable():
     import functools
     import pickle
 
-    from dqn_cli.envs import env_factory
+    from dqn_cli.envs.vector import env_factory
 
     fn = env_factory(atari_cfg("Pong"), training=True)
     assert isinstance(fn, functools.partial)
@@ -237,7 +237,7 @@ def _cfg_job(*overrides) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from dqn_cli.cli import config_dir
+    from dqn_cli.app.cli import config_dir
     from dqn_cli.config import register_configs
 
     register_configs()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import run_dqn
 
-from dqn_cli import checkpoint as ckpt
+from dqn_cli.run import checkpoint as ckpt
 
 
 def state(step):

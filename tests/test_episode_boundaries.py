@@ -13,11 +13,11 @@ import fake_envs
 import numpy as np
 import pytest
 
-from dqn_cli import checkpoint
 from dqn_cli.config import TrainConfig, validate
-from dqn_cli.envs import describe_env
-from dqn_cli.replay_build import build_replay
-from dqn_cli.trainer import train
+from dqn_cli.envs.vector import describe_env
+from dqn_cli.replay.build import build_replay
+from dqn_cli.run import checkpoint
+from dqn_cli.run.trainer import train
 
 GAMMA = 0.9
 

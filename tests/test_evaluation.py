@@ -14,8 +14,8 @@ from conftest import TINY, last_json_line, run_dqn, train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dqn_cli.config import EnvConfig
-from dqn_cli.envs import describe_env
-from dqn_cli.evaluate import eval_seeds, evaluate, make_eval_env
+from dqn_cli.envs.vector import describe_env
+from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

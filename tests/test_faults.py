@@ -65,7 +65,7 @@ class Dqn:
         if prelude is None:
             cmd = [sys.executable, "-m", "dqn_cli", *args]
         else:  # a fault injected into this process only, then the console script's main()
-            code = prelude + "\nfrom dqn_cli.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
+            code = prelude + "\nfrom dqn_cli.app.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
             cmd = [sys.executable, "-c", "import sys\n" + code, *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)  # fmt: skip
@@ -193,7 +193,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_no_orphans_and_resume_drops_the_orp
 
 SIGTERM_AT_UPDATE_150 = """
 import os, signal
-from dqn_cli.agent import DQNAgent
+from dqn_cli.core.agent import DQNAgent
 _update, _count = DQNAgent.update, [0]
 def _counted(self, batch):
     _count[0] += 1
@@ -257,7 +257,7 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path):
 
 
 def test_stop_request_handler_in_process():
-    from dqn_cli.trainer import Abort, StopRequest, StopRequested
+    from dqn_cli.run.trainer import Abort, StopRequest, StopRequested
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

@@ -15,7 +15,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from dqn_cli.metrics import HPARAM_METRICS, RunLogger, encode_gif, flatten_config
+from dqn_cli.run.metrics import HPARAM_METRICS, RunLogger, encode_gif, flatten_config
 
 TAGS = [
     "charts/episodic_return",

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import last_json_line, run_dqn
 
-from dqn_cli import minatar
 from dqn_cli.config import ConfigError, EnvConfig, NetworkConfig, TrainConfig, validate
-from dqn_cli.envs import describe_env, make_vector_env
-from dqn_cli.networks import build_network
+from dqn_cli.core.networks import build_network
+from dqn_cli.envs import minatar
+from dqn_cli.envs.vector import describe_env, make_vector_env
 
 CHANNELS = {"Asterix": 4, "Breakout": 4, "Freeway": 7, "Seaquest": 10, "SpaceInvaders": 6}
 MINIMAL_ACTIONS = {"Asterix": 5, "Breakout": 3, "Freeway": 3, "Seaquest": 6, "SpaceInvaders": 4}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dqn_cli.config import NetworkConfig
-from dqn_cli.networks import DuelingHead, MLPTorso, NatureCNNTorso, QNetwork, build_network
+from dqn_cli.core.networks import DuelingHead, MLPTorso, NatureCNNTorso, QNetwork, build_network
 
 
 def hand_set_head(aggregator: str) -> DuelingHead:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dqn_cli.prioritized import PrioritizedReplayBuffer
-from dqn_cli.replay import ReplayBuffer
+from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
+from dqn_cli.replay.storage import ReplayBuffer
 
 GAMMA = 0.5
 

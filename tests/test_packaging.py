@@ -23,7 +23,7 @@ def test_wheel_ships_configs_and_trains_from_an_unrelated_directory(tmp_path):
     assert (site / "dqn_cli" / "configs" / "train.yaml").is_file()
     assert (site / "dqn_cli" / "configs" / "env" / "cartpole.yaml").is_file()
     env = {**os.environ, "PYTHONPATH": str(site)}
-    where = subprocess.run([sys.executable, "-c", "import dqn_cli.cli as c; print(c.__file__); print(c.config_dir())"],
+    where = subprocess.run([sys.executable, "-c", "import dqn_cli.app.cli as c; print(c.__file__); print(c.config_dir())"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True)  # fmt: skip
     module_file, configs = where.stdout.split()
     assert module_file.startswith(str(site)) and configs.startswith(str(site))

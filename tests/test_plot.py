@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 from test_sweep import dqn, job_dirs, sweep
 
-from dqn_cli.plot import bootstrap_ci, iqm, moving_average_curve
+from dqn_cli.app.plot import bootstrap_ci, iqm, moving_average_curve
 
 
 def test_statistics_by_hand():

@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dqn_cli.prioritized import (
+from dqn_cli.replay.prioritized import (
     PRIORITY_BYTES_PER_SLOT,
     MinTree,
     PrioritizedReplayBuffer,
     SumTree,
     last_write_wins,
 )
-from dqn_cli.replay import ReplayBuffer
+from dqn_cli.replay.storage import ReplayBuffer
 
 SHAPES = [  # capacity, branching, top_size: powers of two and not, one level and many
     (1, 32, 1024),
@@ -356,8 +356,8 @@ def test_state_dict_round_trip():
 
 def test_bytes_per_slot_and_build_replay():
     from dqn_cli.config import TrainConfig
-    from dqn_cli.replay import slot_bytes
-    from dqn_cli.replay_build import build_replay, estimate_replay_bytes
+    from dqn_cli.replay.build import build_replay, estimate_replay_bytes
+    from dqn_cli.replay.storage import slot_bytes
 
     buf = per(capacity=2**16, num_envs=4, branching=32, top_size=1024)
     assert buf._sum.nbytes + buf._min.nbytes <= PRIORITY_BYTES_PER_SLOT * 2**16
@@ -380,7 +380,7 @@ def test_empty_buffer_refuses_to_sample():
 
 def test_bench_baseline_agrees_with_the_trees():
     """The benchmark's per-item Python baseline answers as the vectorised trees do (a fair comparison)."""
-    from dqn_cli.bench_replay import PythonSegmentTreeBaseline, fill_synthetic
+    from dqn_cli.bench.replay import PythonSegmentTreeBaseline, fill_synthetic
 
     rng = np.random.default_rng(10)
     q = rng.random(1024) * (rng.random(1024) > 0.25)

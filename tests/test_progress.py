@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import ROOT, TINY, run_dqn
 
-from dqn_cli.metrics import use_progress_bar
+from dqn_cli.run.metrics import use_progress_bar
 
 # TINY without its progress=log: the default, auto, decides.
 AUTO = [arg for arg in TINY if not arg.startswith("progress=")] + ["progress=auto"]

@@ -24,8 +24,8 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation
 
-from dqn_cli.envs import FrameStacker, final_observations
-from dqn_cli.replay import ReplayBuffer
+from dqn_cli.envs.vector import FrameStacker, final_observations
+from dqn_cli.replay.storage import ReplayBuffer
 
 FRAME = (84, 84)
 S = 4
@@ -173,8 +173,8 @@ def test_fake_frames_match_gymnasium_frame_stack(n_step):
 
 def test_real_breakout_frames_match_frame_stacker():
     """Real Atari frames, training protocol (episodic life: a lost life starts a new stack), 2 envs, wrap-around."""
-    from dqn_cli.atari import make_vector_env
     from dqn_cli.config import EnvConfig
+    from dqn_cli.envs.atari import make_vector_env
 
     cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", vectorization="sync", frame_stack=S,
                     noop_max=5, max_episode_frames=600)  # fmt: skip
@@ -219,8 +219,8 @@ def test_bytes_per_transition_atari():
 def test_bytes_per_transition_matches_estimate():
     from types import SimpleNamespace
 
-    from dqn_cli.replay_build import estimate_replay_bytes
-    from dqn_cli.spec import EnvSpec
+    from dqn_cli.envs.spec import EnvSpec
+    from dqn_cli.replay.build import estimate_replay_bytes
 
     spec = EnvSpec(FRAME, np.dtype(np.uint8), 4, 4)
     cfg = SimpleNamespace(replay=SimpleNamespace(name="uniform", capacity=8000))

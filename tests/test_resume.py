@@ -16,8 +16,8 @@ import torch
 from conftest import TINY, run_dqn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dqn_cli import resume
 from dqn_cli.config import EnvConfig
+from dqn_cli.run import resume
 
 # deterministic CPU training: one thread, explicit device, replay saved beside the checkpoints
 # The split runs start with total_steps=200 and resume to 400: the learning rate's annealing horizon is
@@ -83,7 +83,7 @@ def test_checkpoint_holds_the_full_state_as_plain_data(trained_run):
 def test_env_state_round_trips_through_a_checkpoint(vectorization):
     """capture_envs -> torch.save -> torch.load(weights_only) -> restore_envs into envs reset
     with other seeds: the next 150 steps (resets included) are bitwise the same."""
-    from dqn_cli.envs import FrameStacker, make_vector_env
+    from dqn_cli.envs.vector import FrameStacker, make_vector_env
 
     cfg = EnvConfig(vectorization=vectorization, num_envs=2, max_episode_steps=30)
     actions = np.random.default_rng(0).integers(0, 2, size=(250, 2))
@@ -227,8 +227,8 @@ def test_resume_after_the_final_evaluation_needs_a_larger_budget(trained_run, tm
 
 def test_checkpoint_replay_round_trip(tmp_path):
     """replay.npz is tagged with its env step and read back one array at a time."""
-    from dqn_cli import checkpoint as ckpt
-    from dqn_cli.replay import ReplayBuffer
+    from dqn_cli.replay.storage import ReplayBuffer
+    from dqn_cli.run import checkpoint as ckpt
 
     buf = ReplayBuffer(64, 2, (3,), np.float32, seed=0)
     rng = np.random.default_rng(0)
@@ -252,8 +252,8 @@ def test_checkpoint_replay_round_trip(tmp_path):
 # ------------------------------------------------- the buffer meets resumed envs
 def _chain_buffer(kind: str, num_envs=2, frame_stack=2, n_step=3, capacity=120):
     """A buffer whose frames are [episode id, t]: any stack or window that mixes episodes shows."""
-    from dqn_cli.prioritized import PrioritizedReplayBuffer
-    from dqn_cli.replay import ReplayBuffer
+    from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
+    from dqn_cli.replay.storage import ReplayBuffer
 
     cls = PrioritizedReplayBuffer if kind == "prioritized" else ReplayBuffer
     extra = {"alpha": 0.6, "eps": 1e-6} if kind == "prioritized" else {}
@@ -280,7 +280,7 @@ def _all_valid(buf):
 def test_restored_buffer_ends_the_open_episodes_when_the_envs_start_fresh(kind):
     """Atari (and any env resume cannot capture) starts new episodes on resume: the episodes the
     restored buffer left open end there as truncated, so no window or stack spans the two."""
-    from dqn_cli.envs import FrameStacker
+    from dqn_cli.envs.vector import FrameStacker
 
     buf = _chain_buffer(kind)
     stacker = FrameStacker(2, 2, (2,), np.float32)
@@ -312,7 +312,7 @@ def test_restored_buffer_ends_the_open_episodes_when_the_envs_start_fresh(kind):
 
 def test_continued_episodes_into_an_empty_buffer_keep_the_stacks_acted_on():
     """Exact env resume without replay.npz: the stored stacks equal those the agent acted on."""
-    from dqn_cli.envs import FrameStacker
+    from dqn_cli.envs.vector import FrameStacker
 
     stacker = FrameStacker(2, 3, (2,), np.float32)
     stacker.reset(np.array([[1, 0], [2, 0]], np.float32))
@@ -349,10 +349,10 @@ class ChainEnv(gym.Env):
 def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_path):
     """The real trainer, run then resumed with checkpoint.save_replay=true, on an env whose state
     is not captured: the saved buffer's transitions each stay within one episode."""
-    from dqn_cli.checkpoint import load_replay
     from dqn_cli.config import CheckpointConfig, EvalConfig, NetworkConfig, ReplayConfig, TrainConfig, validate
-    from dqn_cli.replay import ReplayBuffer
-    from dqn_cli.trainer import train
+    from dqn_cli.replay.storage import ReplayBuffer
+    from dqn_cli.run.checkpoint import load_replay
+    from dqn_cli.run.trainer import train
 
     if "TestChain-v0" not in gym.registry:
         gym.register("TestChain-v0", entry_point=ChainEnv, max_episode_steps=500)

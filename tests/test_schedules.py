@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dqn_cli.config import ReplayConfig, ScheduleConfig, TrainConfig, validate
-from dqn_cli.schedules import beta_schedule, epsilon_schedule, exponential, linear, piecewise
+from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, exponential, linear, piecewise
 
 
 def test_linear_by_value():
@@ -85,7 +85,7 @@ def test_beta_horizon_survives_a_resume_with_a_larger_budget(tmp_path):
     """resume=... total_steps=4N must not stretch beta's annealing (it would jump backwards)."""
     from omegaconf import OmegaConf
 
-    from dqn_cli.resume import resumed_config
+    from dqn_cli.run.resume import resumed_config
 
     first = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), total_steps=1_000))
     (tmp_path / ".hydra").mkdir()
@@ -114,7 +114,7 @@ def test_points_without_the_piecewise_schedule_are_refused_not_ignored():
 
 def test_learning_rate_is_constant_or_annealed_linearly_over_a_fixed_horizon():
     from dqn_cli.config import OptimizerConfig
-    from dqn_cli.schedules import learning_rate_schedule
+    from dqn_cli.core.schedules import learning_rate_schedule
 
     assert learning_rate_schedule(OptimizerConfig(lr=3e-4))(10**9) == 3e-4
     cfg = validate(TrainConfig(optimizer=OptimizerConfig(lr=1e-3, lr_end=1e-4), total_steps=10_000))

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import dqn_cli.trainer as trainer
+import dqn_cli.run.trainer as trainer
 from dqn_cli.config import TrainConfig, validate
-from dqn_cli.evaluate import eval_num_envs, eval_seeds, make_eval_env
+from dqn_cli.run.evaluate import eval_num_envs, eval_seeds, make_eval_env
 from dqn_cli.runtime import STREAMS, fold_seed, int_seed, seed_globals, seeds
 
 

@@ -154,8 +154,8 @@ def test_a_sweep_stopped_by_a_bad_job_still_lists_it_as_failed(tmp_path):
         (["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
          {"launcher._target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
           "launcher.partition": "gpu", "launcher.gpus_per_node": 1, "launcher.array_parallelism": 16}),
-        ([], {"callbacks.sweep_summary._target_": "dqn_cli.sweep.SweepSummary",
-              "callbacks.sweep_setup._target_": "dqn_cli.sweep.SweepSetup"}),
+        ([], {"callbacks.sweep_summary._target_": "dqn_cli.app.sweep.SweepSummary",
+              "callbacks.sweep_setup._target_": "dqn_cli.app.sweep.SweepSetup"}),
     ],
     ids=["search-preset", "slurm-preset", "callbacks"],
 )
@@ -171,7 +171,7 @@ def test_presets_compose(tmp_path, overrides, expected):
 def test_importing_the_callbacks_has_no_side_effects():
     code = (
         "import sys, atexit, logging, hydra.experimental.callback; from omegaconf import OmegaConf; "
-        "n = atexit._ncallbacks(); import dqn_cli.sweep as s; "
+        "n = atexit._ncallbacks(); import dqn_cli.app.sweep as s; "
         "heavy = [m for m in ('torch', 'optuna', 'submitit', 'joblib', 'gymnasium') if m in sys.modules]; "
         "assert not heavy, heavy; assert atexit._ncallbacks() == n; "
         "s.SweepSummary(); s.SweepSetup(); print('ok')"
@@ -193,7 +193,7 @@ def _fake_job(sweep_dir: Path, num: int, overrides: list[str], summary: dict | N
 
 
 def test_summary_marks_the_best_job_and_lists_failed_and_stopped_ones(tmp_path):
-    from dqn_cli.sweep import collect_jobs, write_summary
+    from dqn_cli.app.sweep import collect_jobs, write_summary
 
     def result(ret):
         return {"final_eval_mean_return": ret, "final_eval_std_return": 0.0, "best_eval_mean_return": ret + 1,
@@ -246,7 +246,7 @@ JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
 def test_oversubscription_warning_counts_parallel_jobs_times_envs():
-    from dqn_cli.sweep import oversubscription_warning, parallel_jobs
+    from dqn_cli.app.sweep import oversubscription_warning, parallel_jobs
 
     assert parallel_jobs(_config({"_target_": JOBLIB, "n_jobs": -1}), cpus=8) == 4  # capped by the 4-job grid
     assert parallel_jobs(_config({"_target_": JOBLIB, "n_jobs": -2}, "seed=range(100)"), cpus=8) == 7
@@ -262,7 +262,7 @@ def test_oversubscription_warning_counts_parallel_jobs_times_envs():
 
 
 def test_optuna_is_set_to_maximise_unless_the_command_line_says_otherwise():
-    from dqn_cli.sweep import optuna_direction_fix
+    from dqn_cli.app.sweep import optuna_direction_fix
 
     optuna = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "direction": "minimize"}
     cfg = _config({"_target_": JOBLIB}, sweeper=dict(optuna))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from test_seeds import tiny_config
 
-import dqn_cli.trainer as trainer
-from dqn_cli.checkpoint import load_checkpoint
+import dqn_cli.run.trainer as trainer
+from dqn_cli.run.checkpoint import load_checkpoint
 
 
 def test_no_burst_of_updates_when_the_buffer_first_fills(monkeypatch, tmp_path):

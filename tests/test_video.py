@@ -19,11 +19,11 @@ from conftest import ROOT, last_json_line, run_dqn, train_run
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dqn_cli import video
 from dqn_cli.config import ConfigError, TrainConfig
-from dqn_cli.envs import describe_env, make_vector_env
-from dqn_cli.evaluate import evaluate
-from dqn_cli.networks import build_network
+from dqn_cli.core.networks import build_network
+from dqn_cli.envs.vector import describe_env, make_vector_env
+from dqn_cli.run import video
+from dqn_cli.run.evaluate import evaluate
 
 CARTPOLE_SCREEN = (400, 600, 3)  # Gymnasium's CartPole render (H, W, 3)
 BREAKOUT_SCREEN = (210, 160, 3)  # the ALE screen
@@ -235,8 +235,8 @@ def test_record_episodes_writes_every_episode_and_pads_odd_sizes(tmp_path, monke
 def test_rendering_prints_no_sdl_noise_on_a_headless_machine(monkeypatch):
     headless(monkeypatch)
     code = (
-        "import torch; from dqn_cli import video; from dqn_cli.config import TrainConfig;"
-        "from dqn_cli.envs import describe_env; from dqn_cli.networks import build_network;"
+        "import torch; from dqn_cli.run import video; from dqn_cli.config import TrainConfig;"
+        "from dqn_cli.envs.vector import describe_env; from dqn_cli.core.networks import build_network;"
         "cfg = TrainConfig(); spec = describe_env(cfg.env);"
         "net = build_network(cfg.network, spec.obs_shape, spec.n_actions);"
         "frames = video.record_episode_frames(net, cfg.env, spec, 0, 0.0, torch.device('cpu'), max_frames=3);"

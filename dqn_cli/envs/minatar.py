@@ -119,7 +119,7 @@ def draw(frame: np.ndarray, colours: np.ndarray, cell: int = CELL) -> np.ndarray
 
 def make_minatar_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One MinAtar env emitting (C, 10, 10) uint8 frames; top level and picklable."""
-    from dqn_cli.workers import ignore_sigint_in_vector_worker
+    from dqn_cli.envs.workers import ignore_sigint_in_vector_worker
 
     ignore_sigint_in_vector_worker()
     _register()
@@ -134,7 +134,7 @@ def make_minatar_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
 
 def describe(cfg: EnvConfig):
     """The EnvSpec of ``cfg``'s game from one env made in this process. Raises ConfigError."""
-    from dqn_cli.spec import EnvSpec
+    from dqn_cli.envs.spec import EnvSpec
 
     game = resolve_game(cfg.game)
     env = make_minatar_env(cfg)

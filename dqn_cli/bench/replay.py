@@ -2,7 +2,7 @@
 
 Measures, in one process on this machine:
 
-* ``per_sample_update_us``: :class:`~dqn_cli.prioritized.PrioritizedReplayBuffer`
+* ``per_sample_update_us``: :class:`~dqn_cli.replay.prioritized.PrioritizedReplayBuffer`
   ``sample(32, beta)`` + ``update_priorities`` of the 32 at capacity 2**20, with
   1-float frames so the trees dominate (``per_tree_only_us``: the same without
   building the batch of transitions);
@@ -29,8 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-from dqn_cli.prioritized import PrioritizedReplayBuffer
-from dqn_cli.replay import ReplayBuffer, available_memory_bytes
+from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
+from dqn_cli.replay.storage import ReplayBuffer, available_memory_bytes
 
 BATCH = 32
 PER_CAPACITY = 2**20
@@ -324,7 +324,7 @@ def _print_table(rows, result) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m dqn_cli.bench_replay [--quick]``: the table, then the JSON object as the last line."""
+    """``python -m dqn_cli.bench.replay [--quick]``: the table, then the JSON object as the last line."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv

@@ -8,7 +8,7 @@ protocol is the full game with raw rewards (no episodic life, no clipping).
 ``evaluate(..., record_actions=True)`` also keeps, for each scored episode,
 its env's slot and the actions it played: with the slot's reset seed that is
 all it takes to replay the very same episode on a rendering env
-(:func:`dqn_cli.video.record_episodes`, ``dqn eval ... video=true``).
+(:func:`dqn_cli.run.video.record_episodes`, ``dqn eval ... video=true``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import EnvConfig
-from dqn_cli.envs import EpisodeStats, FrameStacker, info_array, make_vector_env
+from dqn_cli.envs.spec import EnvSpec
+from dqn_cli.envs.vector import EpisodeStats, FrameStacker, info_array, make_vector_env
 from dqn_cli.runtime import seeds
-from dqn_cli.spec import EnvSpec
 
 
 @dataclass
@@ -179,10 +179,10 @@ def load_agent_network(state: dict, device: torch.device):
 
     Raises CheckpointError if the weights do not fit the network its config describes.
     """
-    from dqn_cli.checkpoint import CheckpointError
     from dqn_cli.config import to_train_config
-    from dqn_cli.envs import describe_env
-    from dqn_cli.networks import build_network
+    from dqn_cli.core.networks import build_network
+    from dqn_cli.envs.vector import describe_env
+    from dqn_cli.run.checkpoint import CheckpointError
 
     try:
         cfg = to_train_config(state["config"])
@@ -211,8 +211,8 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     import logging
     from pathlib import Path
 
-    from dqn_cli.checkpoint import load_checkpoint
     from dqn_cli.config import ConfigError, check_device
+    from dqn_cli.run.checkpoint import load_checkpoint
     from dqn_cli.runtime import resolve_device
 
     if not cfg.checkpoint:
@@ -236,7 +236,7 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     cap = train_cfg.eval.max_episode_steps if cfg.max_episode_steps is None else int(cfg.max_episode_steps)
     env_cfg = capped(train_cfg.env, cap)  # the video's replay envs get the same cap
     if cfg.video:
-        from dqn_cli.video import check_video, record_episodes
+        from dqn_cli.run.video import check_video, record_episodes
 
         if env_cfg.vectorization == "ale":
             # ale-py's native vector env seeds its games its own way and cannot render:

@@ -22,7 +22,7 @@ sweep dir on disk rather than from the launcher.
   job (its overrides, final and best eval return, env steps, wall time,
   status), marks the best job, and prints the table.
 
-``python -m dqn_cli.sweep SWEEP_DIR`` rewrites the table later (after a
+``python -m dqn_cli.app.sweep SWEEP_DIR`` rewrites the table later (after a
 ``dqn train resume=JOB_DIR``, or when the submitting process was killed).
 
 Importing this module has no side effects (Hydra imports it to instantiate the
@@ -469,18 +469,18 @@ def _job_record(job_return: Any) -> dict:
 
 # ----------------------------------------------------------------- re-tabulate
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dqn_cli.sweep SWEEP_DIR...``: rewrite (and print) the summary of finished sweeps,
+    """``python -m dqn_cli.app.sweep SWEEP_DIR...``: rewrite (and print) the summary of finished sweeps,
     e.g. after resuming one of their jobs with ``dqn train resume=JOB_DIR``."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print("usage: python -m dqn_cli.sweep SWEEP_DIR [SWEEP_DIR ...]")
+        print("usage: python -m dqn_cli.app.sweep SWEEP_DIR [SWEEP_DIR ...]")
         return 0 if args else 2
     for arg in args:
         sweep_dir = Path(arg)
         if not sweep_dir.is_dir() or not _job_dirs(sweep_dir):
-            print(f"dqn_cli.sweep: error: {arg} is not a sweep dir (no job dirs with .hydra/ in it)", file=sys.stderr)
+            print(f"dqn_cli.app.sweep: error: {arg} is not a sweep dir (no job dirs with .hydra/ in it)", file=sys.stderr)
             return 2
         _, markdown = write_summary(sweep_dir, final=True)
         print(markdown + f"\n(written to {sweep_dir / SUMMARY_CSV} and {sweep_dir / SUMMARY_MD})")

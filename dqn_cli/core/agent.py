@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.replay import Batch
+from dqn_cli.replay.storage import Batch
 
 
 def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:

@@ -29,19 +29,26 @@ from typing import Callable
 import numpy as np
 import torch
 
-from dqn_cli import checkpoint as ckpt
-from dqn_cli import resume
-from dqn_cli.agent import DQNAgent, torch_threads_for
 from dqn_cli.config import TrainConfig, to_dict
-from dqn_cli.envs import EpisodeStats, FrameStacker, describe_env, final_observations, info_array, make_vector_env
-from dqn_cli.evaluate import eval_seeds, evaluate, make_eval_env
-from dqn_cli.metrics import RunLogger
-from dqn_cli.networks import build_network
-from dqn_cli.replay import check_fits_in_memory
-from dqn_cli.replay_build import build_replay, estimate_replay_bytes
+from dqn_cli.core.agent import DQNAgent, torch_threads_for
+from dqn_cli.core.networks import build_network
+from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
+from dqn_cli.envs.vector import (
+    EpisodeStats,
+    FrameStacker,
+    describe_env,
+    final_observations,
+    info_array,
+    make_vector_env,
+)
+from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
+from dqn_cli.replay.build import build_replay, estimate_replay_bytes
+from dqn_cli.replay.storage import check_fits_in_memory
+from dqn_cli.run import checkpoint as ckpt
+from dqn_cli.run import resume
+from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
+from dqn_cli.run.metrics import RunLogger
 from dqn_cli.runtime import int_seed, resolve_device, seed_globals, seeds
-from dqn_cli.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
-from dqn_cli.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
 
 log = logging.getLogger("dqn")
 
@@ -216,7 +223,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
                                           on_episode=lambda done, total: logger.evaluating(done, total, n.env_steps))  # fmt: skip
                         video = None
                         if cfg.eval.video:  # one rendered episode into TensorBoard's Images tab
-                            from dqn_cli.video import record_episode_frames
+                            from dqn_cli.run.video import record_episode_frames
 
                             video = record_episode_frames(q_network, cfg.env, spec,
                                                           int_seed(cfg.seed, "video", n.evaluations),
@@ -337,7 +344,7 @@ def _crossed(step: int, stride: int, every: int) -> bool:
 
 
 def _progress_mode(cfg: TrainConfig, multirun: bool) -> str:
-    from dqn_cli.metrics import use_progress_bar
+    from dqn_cli.run.metrics import use_progress_bar
 
     if cfg.progress == "off":
         return "off"

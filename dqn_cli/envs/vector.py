@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 from dqn_cli.config import ConfigError, EnvConfig
-from dqn_cli.spec import EnvSpec
+from dqn_cli.envs.spec import EnvSpec
 
 
 # ------------------------------------------------------------------ factories
@@ -38,11 +38,11 @@ def make_classic_env(env_id: str, max_episode_steps: int | None = None, render_m
 def env_factory(cfg: EnvConfig, training: bool, render_mode: str | None = None) -> Callable[[], gym.Env]:
     """A picklable zero-argument callable making one (unvectorised) env."""
     if cfg.kind == "atari":
-        from dqn_cli import atari
+        from dqn_cli.envs import atari
 
         return functools.partial(atari.make_atari_env, cfg, render_mode=render_mode)
     if cfg.kind == "minatar":
-        from dqn_cli import minatar
+        from dqn_cli.envs import minatar
 
         return functools.partial(minatar.make_minatar_env, cfg, render_mode=render_mode)
     return functools.partial(make_classic_env, cfg.id, cfg.max_episode_steps, render_mode)
@@ -55,11 +55,11 @@ def describe_env(cfg: EnvConfig) -> EnvSpec:
     before any worker starts.
     """
     if cfg.kind == "atari":
-        from dqn_cli import atari
+        from dqn_cli.envs import atari
 
         return atari.describe(cfg)
     if cfg.kind == "minatar":
-        from dqn_cli import minatar
+        from dqn_cli.envs import minatar
 
         return minatar.describe(cfg)
     try:
@@ -90,7 +90,7 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
     (no episodic life) with raw rewards.
     """
     if cfg.kind == "atari":
-        from dqn_cli import atari
+        from dqn_cli.envs import atari
 
         envs = atari.make_vector_env(cfg, num_envs, seed, training)
     else:

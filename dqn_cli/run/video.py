@@ -12,7 +12,7 @@ each frame is the real screen from ``env.render()`` (CartPole 400x600, Atari
   ffmpeg (libx264).
 
 The mp4 is the scored episodes themselves, not new ones: the evaluation
-(:func:`dqn_cli.evaluate.evaluate` with ``record_actions=True``) keeps each
+(:func:`dqn_cli.run.evaluate.evaluate` with ``record_actions=True``) keeps each
 scored episode's env slot and actions, and :func:`record_episodes` replays
 them on rendering envs, one per slot, reset as the vector env's were (slot
 ``i`` first with its seed ``env_seeds[i]``, then unseeded autoresets), so every env
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from dqn_cli.config import ConfigError, EnvConfig
-from dqn_cli.envs import FrameStacker, env_factory
-from dqn_cli.spec import EnvSpec
+from dqn_cli.envs.spec import EnvSpec
+from dqn_cli.envs.vector import FrameStacker, env_factory
 
 log = logging.getLogger("dqn")
 
@@ -210,7 +210,7 @@ def record_episode_frames(
 def replay_episodes(env_cfg: EnvConfig, result) -> Iterator[tuple[int, np.ndarray]]:
     """Replay the scored episodes of ``result`` on rendering envs; yield ``(k, frame)`` pairs.
 
-    result: a :class:`dqn_cli.evaluate.EvalResult` of ``evaluate(..., record_actions=True)``
+    result: a :class:`dqn_cli.run.evaluate.EvalResult` of ``evaluate(..., record_actions=True)``
     on an env made from ``env_cfg`` (any ``sync``/``async`` backend: they play the
     same games). Episode ``k`` (the ``k``-th scored) yields ``result.lengths[k] + 1``
     frames: its reset screen, then one per step. Raises ReplayDiverged if an

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dqn_cli.prioritized import PRIORITY_BYTES_PER_SLOT, PrioritizedReplayBuffer
-from dqn_cli.replay import ReplayBuffer, slot_bytes
+from dqn_cli.replay.prioritized import PRIORITY_BYTES_PER_SLOT, PrioritizedReplayBuffer
+from dqn_cli.replay.storage import ReplayBuffer, slot_bytes
 from dqn_cli.runtime import int_seed
 
 

@@ -49,7 +49,7 @@ COMMANDS = ("train", "eval", "bench", "plot")
 
 def config_dir() -> str:
     """The Hydra config directory: inside the installed package, or the repo's configs/."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the dqn_cli package
     for candidate in (here / "configs", here.parent / "configs"):
         if (candidate / "train.yaml").is_file():
             return str(candidate)
@@ -72,9 +72,9 @@ def _train_task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dqn_cli.checkpoint import CheckpointError, CheckpointWriteError
     from dqn_cli.config import ConfigError, to_train_config, validate
-    from dqn_cli.trainer import EnvWorkerDied, NonFiniteLoss, train
+    from dqn_cli.run.checkpoint import CheckpointError, CheckpointWriteError
+    from dqn_cli.run.trainer import EnvWorkerDied, NonFiniteLoss, train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -90,7 +90,7 @@ def _train_task(cfg) -> float:
     try:
         train_cfg = validate(to_train_config(cfg))
         if train_cfg.resume:
-            from dqn_cli.resume import resumed_config
+            from dqn_cli.run.resume import resumed_config
 
             train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
         summary = train(train_cfg, run_dir, multirun=multirun, on_start=on_start)
@@ -175,10 +175,10 @@ def _remove_if_empty(run_dir: Path) -> None:
 def _eval_task(cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
 
-    from dqn_cli.checkpoint import CheckpointError
     from dqn_cli.config import ConfigError
-    from dqn_cli.evaluate import eval_checkpoint
-    from dqn_cli.video import ReplayDiverged
+    from dqn_cli.run.checkpoint import CheckpointError
+    from dqn_cli.run.evaluate import eval_checkpoint
+    from dqn_cli.run.video import ReplayDiverged
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -233,7 +233,7 @@ def _one_line_value_errors(command: str) -> None:
 def run_hydra(command: str, args: list[str]) -> int:
     """Run a Hydra app as if ``dqn COMMAND`` were its program name."""
     if command == "train":
-        from dqn_cli.resume import rewrite_resume_args
+        from dqn_cli.run.resume import rewrite_resume_args
 
         try:
             args = rewrite_resume_args(args)
@@ -317,11 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         fail("", f"unknown command {command!r}; expected one of: {', '.join(COMMANDS)} (see dqn --help)")
     logging.captureWarnings(True)
     if command == "bench":
-        from dqn_cli.bench import main as bench_main
+        from dqn_cli.bench.main import main as bench_main
 
         return bench_main(rest)
     if command == "plot":
-        from dqn_cli.plot import main as plot_main
+        from dqn_cli.app.plot import main as plot_main
 
         return plot_main(rest)
     return run_hydra(command, rest)

@@ -212,7 +212,7 @@ class RunLogger:
         """One episode's rgb frames (H, W, 3) uint8 as an animated GIF in TensorBoard's Images tab.
 
         fps: the frames' real-time rate; None takes ``frames.fps`` when the
-        frames carry one (``dqn_cli.video.EpisodeFrames``), else 30.
+        frames carry one (``dqn_cli.run.video.EpisodeFrames``), else 30.
 
         Kept small for the event file: every 2nd frame (more when needed to
         stay within 300), at most 320 pixels wide; playback stays real-time.

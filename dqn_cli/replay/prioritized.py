@@ -29,7 +29,7 @@ per level and never loop over items in Python:
 At capacity 2**20 that is 2 levels under a top of 1,024 nodes, where a binary
 tree would need 20 dependent steps per operation.
 
-Layout. The buffer reuses :class:`~dqn_cli.replay.ReplayBuffer`'s per-env
+Layout. The buffer reuses :class:`~dqn_cli.replay.storage.ReplayBuffer`'s per-env
 frame rings; tree leaf ``e * L + t`` is slot ``t`` of env ``e`` (the flat id in
 ``Batch.indices``). Validity changes reach the trees through the
 ``_set_valid`` hook, so a slot has a positive priority exactly while it may be
@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from dqn_cli.replay import Batch, ReplayBuffer
+from dqn_cli.replay.storage import Batch, ReplayBuffer
 
 DEFAULT_BRANCHING = 32
 DEFAULT_TOP_SIZE = 1024
@@ -264,7 +264,7 @@ class MinTree(_BlockTree):
 class PrioritizedReplayBuffer(ReplayBuffer):
     """Proportional prioritized replay over the uniform buffer's per-env frame rings.
 
-    Args (besides :class:`~dqn_cli.replay.ReplayBuffer`'s):
+    Args (besides :class:`~dqn_cli.replay.storage.ReplayBuffer`'s):
         alpha: priority exponent, ``P(i) ~ (|delta_i| + eps)**alpha``; 0 is uniform.
         eps: added to ``|delta|`` so no valid transition has zero priority.
         branching, top_size: tree shape (see the module docstring).

@@ -27,7 +27,7 @@ def _timed(fn, seconds: float, min_calls: int = 3) -> tuple[int, float]:
 
 def env_steps_per_second(env_cfg, num_envs: int, seconds: float) -> float:
     """Random-action env steps/s (summed over envs) of a vector env."""
-    from dqn_cli.envs import make_vector_env
+    from dqn_cli.envs.vector import make_vector_env
 
     envs = make_vector_env(env_cfg, num_envs, seed=0, training=True)
     try:
@@ -47,10 +47,10 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int) -
     """Gradient steps/s of the default network for CartPole (mlp) or Atari (nature_cnn)."""
     import torch
 
-    from dqn_cli.agent import DQNAgent
     from dqn_cli.config import NetworkConfig, OptimizerConfig
-    from dqn_cli.networks import build_network
-    from dqn_cli.replay import Batch
+    from dqn_cli.core.agent import DQNAgent
+    from dqn_cli.core.networks import build_network
+    from dqn_cli.replay.storage import Batch
 
     if net_name == "mlp":
         obs_shape, dtype, n_actions = (1, 4), np.float32, 2
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from dqn_cli.config import ConfigError, EnvConfig, check_device
-    from dqn_cli.trainer import resolve_device
+    from dqn_cli.run.trainer import resolve_device
 
     try:
         check_device(args.device)
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         parser.exit(2, f"dqn bench: error: {err}\n")
     import torch
 
-    from dqn_cli.agent import torch_threads_for
+    from dqn_cli.core.agent import torch_threads_for
 
     torch.set_num_threads(torch_threads_for(args.threads, 0))
     seconds = 0.5 if args.quick else 1.0
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
             rows.append((f"update {net} batch {batch} on {device}", f"{ups:,.1f} updates/s"))
 
     if args.what in ("all", "replay"):
-        from dqn_cli import bench_replay
+        from dqn_cli.bench import replay as bench_replay
 
         replay_figures = bench_replay.run(quick=args.quick)
         figures.update(replay_figures)
@@ -158,7 +158,7 @@ def _atari_env_config():
         from dqn_cli.config import EnvConfig
 
         cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", frame_stack=4)
-        from dqn_cli.envs import describe_env
+        from dqn_cli.envs.vector import describe_env
 
         describe_env(cfg)
         return cfg

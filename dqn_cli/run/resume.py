@@ -156,7 +156,7 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
 
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Record a resumed run's config (new total_steps, cadences) in its ``.hydra/config.yaml``, atomically."""
-    from dqn_cli.checkpoint import atomic_write
+    from dqn_cli.run.checkpoint import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
     atomic_write(Path(run_dir) / ".hydra" / "config.yaml", lambda f: f.write(text.encode()))
@@ -175,7 +175,7 @@ def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> dict:
 
     Returns the checkpoint's counters. Raises CheckpointError / ConfigError (one line).
     """
-    from dqn_cli.checkpoint import CheckpointError
+    from dqn_cli.run.checkpoint import CheckpointError
 
     missing = [k for k in ("counters", "agent", "config", "rng") if k not in state]
     if missing:

@@ -3,7 +3,7 @@
 Every backend produces the same thing (RL_NOTES 7-11):
 
 * single uint8 grayscale frames, ``(screen_size, screen_size)``: the trainer
-  stacks frames itself (:class:`dqn_cli.envs.FrameStacker`), so a frame
+  stacks frames itself (:class:`dqn_cli.envs.vector.FrameStacker`), so a frame
   crosses a process boundary once, not ``frame_stack`` times;
 * ``frame_skip`` emulator frames per agent step, max-pooled over the last
   two; up to ``noop_max`` no-ops after reset; FIRE after reset in games that
@@ -193,7 +193,7 @@ def make_atari_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     process group) reaches only the trainer, which saves a checkpoint and
     closes the workers itself.
     """
-    from dqn_cli.workers import ignore_sigint_in_vector_worker
+    from dqn_cli.envs.workers import ignore_sigint_in_vector_worker
 
     ignore_sigint_in_vector_worker()
     _register_ale()
@@ -226,7 +226,7 @@ def describe(cfg: EnvConfig):
 
     Raises ConfigError for an unknown game or an unusable configuration.
     """
-    from dqn_cli.spec import EnvSpec
+    from dqn_cli.envs.spec import EnvSpec
 
     _register_ale()
     _, name = resolve_game(cfg.game)

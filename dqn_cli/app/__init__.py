@@ -1,0 +1,1 @@
+"""The command line: Hydra entrypoint, sweep summaries, plots."""

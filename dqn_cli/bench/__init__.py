@@ -1,0 +1,1 @@
+"""Benchmarks behind `dqn bench` (not part of the algorithm)."""

@@ -1,0 +1,1 @@
+"""The agent, its networks and its schedules."""

@@ -1,0 +1,1 @@
+"""Environments: the spec, vector envs, Atari, MinAtar, frame stacking, worker processes."""

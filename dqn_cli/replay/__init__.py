@@ -1,0 +1,1 @@
+"""Experience replay: storage (rings of frames, Batch) and samplers (uniform, prioritized)."""

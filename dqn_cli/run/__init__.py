@@ -1,0 +1,1 @@
+"""One training or evaluation run: the loop, checkpoints, resume, evaluation, metrics, video."""
