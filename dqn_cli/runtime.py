@@ -1,4 +1,4 @@
-"""What a run needs from the machine and from its seed: the device and every random stream.
+"""What a run needs from the machine and from its seed: the device, threads, memory, and every random stream.
 
 Seeds (RL_NOTES 21). Every random stream of a run is derived from its one
 ``seed`` through :class:`numpy.random.SeedSequence`, each stream under its own
@@ -17,6 +17,7 @@ down themselves (MinAtar, ale-py's vector env).
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -78,3 +79,42 @@ def resolve_device(name: str) -> torch.device:
                 f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0..."
             )
     return device
+
+
+def torch_threads_for(requested: int, env_workers: int) -> int:
+    """Intra-op threads for torch: ``requested`` if > 0, else the cores the env workers leave.
+
+    Torch's default (one thread per core) competes with env subprocesses for
+    the same cores; on a small machine that spin-waiting slows both down by
+    an order of magnitude. ``env_workers``: processes or threads stepping envs
+    besides this one (num_envs for async/ale backends, 0 for sync).
+    """
+    if requested > 0:
+        return requested
+    return max(1, (os.cpu_count() or 1) - env_workers)
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_fits_in_memory(needed: int, capacity: int, what: str = "replay buffer") -> None:
+    """Refuse up front, with the estimate, a buffer that would not fit in RAM."""
+    avail = available_memory_bytes()
+    if needed > 0.9 * avail:
+        raise ConfigError(
+            f"replay.capacity={capacity:,} needs about {needed / 2**30:.1f} GiB for the {what} "
+            f"but only {avail / 2**30:.1f} GiB of memory is available; "
+            f"use replay.capacity <= {int(capacity * 0.9 * avail / needed):,}"
+        )

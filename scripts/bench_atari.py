@@ -126,7 +126,8 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
 
 # ----------------------------------------------------------- batch assembly
 def bench_sampling(capacity: int, num_envs: int, batch: int, iters: int, n_step: int) -> dict:
-    from dqn_cli.replay.storage import ReplayBuffer, available_memory_bytes, slot_bytes
+    from dqn_cli.replay.storage import ReplayBuffer, slot_bytes
+    from dqn_cli.runtime import available_memory_bytes
 
     need = slot_bytes((84, 84), np.uint8) * capacity
     if need > 0.8 * available_memory_bytes():

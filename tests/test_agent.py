@@ -108,23 +108,25 @@ def test_gradient_clipping_bounds_the_step():
     assert info.grad_norm > 1e-3  # the raw gradient was larger than the clip
 
 
-def test_state_restores_exploration_and_survives_a_change_of_device_type():
-    """device is changeable on resume: a CUDA run's exploration generator (Philox, 16 bytes) cannot be
-    set on a CPU generator (Mersenne Twister), so it seeds it deterministically instead of failing."""
+def test_state_restores_exploration_exactly_and_reads_a_pre_host_generator_checkpoint():
+    """The epsilon-greedy generator is a host numpy generator: its state continues exactly on any
+    device. A checkpoint from before it (a torch generator's state under "generator", e.g. a CUDA
+    run's 16-byte Philox state) seeds it deterministically instead of failing."""
     obs = np.zeros((64, 1, 1), dtype=np.float32)
     saved = make_agent(False)
     saved.act(obs, 0.5)
     state = saved.state_dict()
     expected = saved.act(obs, 0.5)
-    same_device = make_agent(False)
-    same_device.load_state_dict(state)
-    assert np.array_equal(same_device.act(obs, 0.5), expected)  # exact continuation on the same device
+    same = make_agent(False)
+    same.load_state_dict(state)
+    assert np.array_equal(same.act(obs, 0.5), expected)  # exact continuation
 
-    philox = torch.tensor(list(range(16)), dtype=torch.uint8)  # a CUDA generator's get_state(): seed, offset
+    legacy = {k: v for k, v in state.items() if k != "exploration"}
+    legacy["generator"] = torch.tensor(list(range(16)), dtype=torch.uint8)
     runs = []
     for _ in range(2):
         agent = make_agent(False)
-        agent.load_state_dict({**state, "generator": philox})
+        agent.load_state_dict(legacy)
         runs.append(agent.act(obs, 0.5))
     assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], expected)
 

@@ -68,7 +68,7 @@ def test_checkpoint_holds_the_full_state_as_plain_data(trained_run):
     state = load(trained_run / "checkpoints" / "last.pt")  # weights_only=True: tensors and plain data only
     for key in ("config", "spec", "counters", "agent", "episode_stats", "rng", "envs"):
         assert key in state, key
-    assert set(state["agent"]) >= {"q_network", "target_network", "optimizer", "generator"}
+    assert set(state["agent"]) >= {"q_network", "target_network", "optimizer", "exploration"}
     assert state["agent"]["optimizer"]["state"], "optimizer moments are saved"
     assert {"env_steps", "updates", "target_updates", "wall_seconds", "finished"} <= state["counters"].keys()
     assert state["counters"]["finished"] is True
@@ -181,7 +181,7 @@ def test_exact_resume_gives_the_parameters_of_the_uninterrupted_run(tmp_path):
     assert_same_tensors(x["agent"]["target_network"], y["agent"]["target_network"], "target_network")
     for i, s in x["agent"]["optimizer"]["state"].items():
         assert_same_tensors(s, y["agent"]["optimizer"]["state"][i], f"adam[{i}]")
-    assert torch.equal(x["agent"]["generator"], y["agent"]["generator"])
+    assert x["agent"]["exploration"] == y["agent"]["exploration"]
     for k in ("env_steps", "updates", "target_updates"):
         assert x["counters"][k] == y["counters"][k], k
     assert x["episode_stats"] == y["episode_stats"]

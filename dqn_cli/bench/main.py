@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         parser.exit(2, f"dqn bench: error: {err}\n")
     import torch
 
-    from dqn_cli.core.agent import torch_threads_for
+    from dqn_cli.runtime import torch_threads_for
 
     torch.set_num_threads(torch_threads_for(args.threads, 0))
     seconds = 0.5 if args.quick else 1.0

@@ -30,7 +30,8 @@ from typing import Callable
 import numpy as np
 
 from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
-from dqn_cli.replay.storage import ReplayBuffer, available_memory_bytes
+from dqn_cli.replay.storage import ReplayBuffer
+from dqn_cli.runtime import available_memory_bytes
 
 BATCH = 32
 PER_CAPACITY = 2**20

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -57,6 +57,30 @@ def td_target(
     return returns + discounts * bootstrap
 
 
+class EpsilonGreedy:
+    """Epsilon-greedy over a batch of envs (Mnih et al. 2015, Algorithm 1): each env takes a
+    uniformly random action with probability epsilon, else argmax_a Q(s, a).
+
+    The one exploration policy of the tool: training, evaluation and videos act through it.
+    Its numpy generator lives on the host, so its state carries over between devices.
+    """
+
+    def __init__(self, n_actions: int, seed: int):
+        self.n_actions = n_actions
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, q_values: Callable[[], torch.Tensor], num: int, epsilon: float) -> np.ndarray:
+        """Actions, int64 (num,). ``q_values()`` returns the (num, A) Q-values; it runs only
+        when some env acts greedily. The draws do not depend on the Q-values."""
+        explore = self.rng.random(num) < epsilon
+        random_actions = self.rng.integers(self.n_actions, size=int(explore.sum()))
+        if explore.all():
+            return random_actions
+        actions = q_values().argmax(dim=1).cpu().numpy().astype(np.int64)
+        actions[explore] = random_actions
+        return actions
+
+
 class UpdateInfo(NamedTuple):
     td_loss: float  # mean (weighted) loss of the batch
     q_values: float  # mean Q(s, a) of the batch
@@ -95,8 +119,7 @@ class DQNAgent:
         self.double_q = double_q
         self.loss = loss
         self.device = device
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.policy = EpsilonGreedy(n_actions, seed)
         self.non_blocking = device.type == "cuda"
 
     # ------------------------------------------------------------------ acting
@@ -109,18 +132,8 @@ class DQNAgent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
-        """Epsilon-greedy actions for a batch of envs, int64 (E,).
-
-        obs: (E, S, *frame_shape). Each env explores independently with
-        probability ``epsilon``; the network runs only if some env is greedy.
-        """
-        num = obs.shape[0]
-        explore = torch.rand(num, generator=self.generator, device=self.device) < epsilon
-        random_actions = torch.randint(self.n_actions, (num,), generator=self.generator, device=self.device)
-        if bool(explore.all()):
-            return random_actions.cpu().numpy()
-        greedy = self.q_network(self.to_device(obs)).argmax(dim=1)
-        return torch.where(explore, random_actions, greedy).cpu().numpy()
+        """Epsilon-greedy actions for a batch of envs, int64 (E,); obs: (E, S, *frame_shape)."""
+        return self.policy(lambda: self.q_network(self.to_device(obs)), obs.shape[0], epsilon)
 
     # ---------------------------------------------------------------- learning
     def set_learning_rate(self, lr: float) -> None:
@@ -183,30 +196,15 @@ class DQNAgent:
             "q_network": self.q_network.state_dict(),
             "target_network": self.target_network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
+            "exploration": self.policy.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.target_network.load_state_dict(state["target_network"])
         self.optimizer.load_state_dict(state["optimizer"])
-        saved = state["generator"].cpu()
-        if saved.numel() == self.generator.get_state().numel():
-            self.generator.set_state(saved)
-        else:  # saved on another device type (CPU Mersenne Twister vs CUDA Philox): seeded from it instead
-            self.generator.manual_seed(int.from_bytes(hashlib.sha256(saved.numpy().tobytes()).digest()[:8], "little"))
-
-
-def torch_threads_for(requested: int, env_workers: int) -> int:
-    """Intra-op threads for torch: ``requested`` if > 0, else the cores the env workers leave.
-
-    Torch's default (one thread per core) competes with env subprocesses for
-    the same cores; on a small machine that spin-waiting slows both down by
-    an order of magnitude. ``env_workers``: processes or threads stepping envs
-    besides this one (num_envs for async/ale backends, 0 for sync).
-    """
-    import os
-
-    if requested > 0:
-        return requested
-    return max(1, (os.cpu_count() or 1) - env_workers)
+        if "exploration" in state:
+            self.policy.rng.bit_generator.state = state["exploration"]
+        else:  # a checkpoint from before the host generator: seeded from its torch generator's state
+            saved = state["generator"].cpu().numpy().tobytes()
+            self.policy.rng = np.random.default_rng(int.from_bytes(hashlib.sha256(saved).digest()[:8], "little"))

@@ -38,7 +38,6 @@ is overwritten or when the ring's overwrite front reaches its frame history.
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -73,32 +72,6 @@ _SLOT_OVERHEAD = 4 + 4 + 4 + 4
 def slot_bytes(frame_shape: Sequence[int], frame_dtype: np.dtype) -> int:
     """Bytes one slot takes in the uniform buffer."""
     return int(np.prod(frame_shape)) * np.dtype(frame_dtype).itemsize + _SLOT_OVERHEAD
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable from /proc/meminfo (Linux), else free physical pages."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
-def check_fits_in_memory(needed: int, capacity: int, what: str = "replay buffer") -> None:
-    """Refuse up front, with the estimate, a buffer that would not fit in RAM."""
-    avail = available_memory_bytes()
-    if needed > 0.9 * avail:
-        raise ConfigError(
-            f"replay.capacity={capacity:,} needs about {needed / 2**30:.1f} GiB for the {what} "
-            f"but only {avail / 2**30:.1f} GiB of memory is available; "
-            f"use replay.capacity <= {int(capacity * 0.9 * avail / needed):,}"
-        )
 
 
 class ReplayBuffer:

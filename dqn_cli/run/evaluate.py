@@ -22,6 +22,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import EnvConfig
+from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, info_array, make_vector_env
 from dqn_cli.runtime import seeds
@@ -98,7 +99,7 @@ def evaluate(
     """
     n = envs.num_envs
     quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
-    rng = np.random.default_rng(policy_seed)
+    policy = EpsilonGreedy(spec.n_actions, policy_seed)
     frames, _ = envs.reset(seed=list(env_seeds))
     stacker = FrameStacker(n, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
     obs = stacker.reset(frames)
@@ -112,11 +113,7 @@ def evaluate(
     q_network.eval()
     try:
         while (done_count < quota).any():
-            q = q_network(torch.from_numpy(obs).to(device))
-            actions = q.argmax(dim=1).cpu().numpy()
-            explore = rng.random(n) < epsilon
-            if explore.any():
-                actions[explore] = rng.integers(spec.n_actions, size=int(explore.sum()))
+            actions = policy(lambda: q_network(torch.from_numpy(obs).to(device)), n, epsilon)
             if record_actions:
                 for i in np.flatnonzero(done_count < quota):
                     playing[i].append(int(actions[i]))

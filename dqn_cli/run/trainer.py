@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from dqn_cli.config import TrainConfig, to_dict
-from dqn_cli.core.agent import DQNAgent, torch_threads_for
+from dqn_cli.core.agent import DQNAgent
 from dqn_cli.core.networks import build_network
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
 from dqn_cli.envs.vector import (
@@ -43,12 +43,11 @@ from dqn_cli.envs.vector import (
 )
 from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
 from dqn_cli.replay.build import build_replay, estimate_replay_bytes
-from dqn_cli.replay.storage import check_fits_in_memory
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
 from dqn_cli.run.metrics import RunLogger
-from dqn_cli.runtime import int_seed, resolve_device, seed_globals, seeds
+from dqn_cli.runtime import check_fits_in_memory, int_seed, resolve_device, seed_globals, seeds, torch_threads_for
 
 log = logging.getLogger("dqn")
 

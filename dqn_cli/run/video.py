@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import FrameStacker, env_factory
 
@@ -133,19 +134,17 @@ def check_video(env_cfg: EnvConfig) -> None:
 
 # ----------------------------------------------------------------- playing
 def _play(q_network: torch.nn.Module, env, spec: EnvSpec, seed: int, epsilon: float, device: torch.device,
-          max_frames: int, rng: np.random.Generator) -> Iterator[np.ndarray]:  # fmt: skip
+          max_frames: int) -> Iterator[np.ndarray]:  # fmt: skip
     """Play one episode on ``env`` (reset with ``seed``); yield its rendered frames:
     the first screen, then one per agent step, at most ``max_frames`` in all."""
     frame, _ = env.reset(seed=int(seed))
+    policy = EpsilonGreedy(spec.n_actions, seed)
     stacker = FrameStacker(1, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
     obs = stacker.reset(np.asarray(frame, dtype=spec.frame_dtype)[None])
     yield _render(env)
     new_episode = np.zeros(1, dtype=bool)
     for _ in range(max_frames - 1):
-        if epsilon > 0 and rng.random() < epsilon:
-            action = int(rng.integers(spec.n_actions))
-        else:
-            action = int(q_network(torch.from_numpy(obs).to(device)).argmax(dim=1).item())
+        action = int(policy(lambda: q_network(torch.from_numpy(obs).to(device)), 1, epsilon)[0])
         frame, _, terminated, truncated, _ = env.step(action)
         yield _render(env)
         if terminated or truncated:
@@ -190,10 +189,9 @@ def record_episode_frames(
     goes on without its video); ``strict=True`` raises VideoUnavailable instead.
     """
     env = _make_render_env(env_cfg)
-    rng = np.random.default_rng(seed)
     try:
         with _EvalMode(q_network):
-            frames = _play(q_network, env, spec, seed, epsilon, device, max_frames, rng)
+            frames = _play(q_network, env, spec, seed, epsilon, device, max_frames)
             return EpisodeFrames(frames, fps=video_fps(env, env_cfg))
     except VideoUnavailable as err:
         if strict:
