@@ -257,7 +257,7 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path):
 
 
 def test_stop_request_handler_in_process():
-    from dqn_cli.run.trainer import Abort, StopRequest, StopRequested
+    from dqn_cli.run.signals import Abort, StopRequest, StopRequested
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with StopRequest() as stop:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+import dqn_cli.run.build as build
 import dqn_cli.run.trainer as trainer
 from dqn_cli.config import TrainConfig, validate
 from dqn_cli.run.evaluate import eval_num_envs, eval_seeds, make_eval_env
@@ -49,12 +50,12 @@ def test_exploration_does_not_replay_the_initialisation_stream(monkeypatch, tmp_
     draws repeated the ones that initialised the weights."""
     seen = {}
 
-    class Recording(trainer.DQNAgent):
+    class Recording(build.DQNAgent):
         def __init__(self, *args, seed, **kwargs):
             seen["seed"] = seed
             super().__init__(*args, seed=seed, **kwargs)
 
-    monkeypatch.setattr(trainer, "DQNAgent", Recording)
+    monkeypatch.setattr(build, "DQNAgent", Recording)
     cfg = tiny_config(total_steps=40)
     trainer.train(cfg, tmp_path)
     assert seen["seed"] == int_seed(cfg.seed, "exploration")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from test_seeds import tiny_config
 
 import dqn_cli.run.trainer as trainer
+from dqn_cli.core.agent import DQNAgent
 from dqn_cli.run.checkpoint import load_checkpoint
 
 
@@ -12,20 +13,20 @@ def test_no_burst_of_updates_when_the_buffer_first_fills(monkeypatch, tmp_path):
     """With learning_starts=0, the CartPole preset's batch of 256 and train_every=8 the loop used
     to run ~33 updates in one vector step on the first 256 or so transitions."""
     per_step: list[int] = []
-    real_update = trainer.DQNAgent.update
+    real_update = DQNAgent.update
 
     def counting(self, batch):
         per_step[-1] += 1
         return real_update(self, batch)
 
-    real_act = trainer.DQNAgent.act
+    real_act = DQNAgent.act
 
     def acting(self, obs, eps):
         per_step.append(0)  # one entry per vector step
         return real_act(self, obs, eps)
 
-    monkeypatch.setattr(trainer.DQNAgent, "update", counting)
-    monkeypatch.setattr(trainer.DQNAgent, "act", acting)
+    monkeypatch.setattr(DQNAgent, "update", counting)
+    monkeypatch.setattr(DQNAgent, "act", acting)
     cfg = tiny_config(total_steps=400, learning_starts=0, batch_size=256, train_every=8)
     cfg.replay.n_step = 3
     summary = trainer.train(cfg, tmp_path)

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from dqn_cli.config import ConfigError, EnvConfig, check_device
-    from dqn_cli.run.trainer import resolve_device
+    from dqn_cli.runtime import resolve_device
 
     try:
         check_device(args.device)

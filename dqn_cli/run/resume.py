@@ -5,7 +5,7 @@ only change what does not alter the experiment (budget, cadences, device,
 display). Anything else that differs is refused with the key named, and a
 refused resume writes nothing: the run directory is left as it was.
 
-What a resumed run continues from (``checkpoints/last.pt``, trainer._state):
+What a resumed run continues from (``checkpoints/last.pt``, run.state.capture):
 online and target networks, optimizer, the agent's exploration generator,
 env-step / update / target-update counters (the epsilon and PER-beta
 schedules are functions of the env step, so their position is the step),

@@ -1,0 +1,141 @@
+"""``build_run``: check a run's input, then assemble the parts its loop runs over (envs, agent,
+replay, schedules, logger, counters), restored from its checkpoint on resume, and close them
+after (gently after a clean end, by force after an error or a second signal)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+
+from dqn_cli.config import TrainConfig
+from dqn_cli.core.agent import DQNAgent
+from dqn_cli.core.networks import build_network
+from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
+from dqn_cli.envs.spec import EnvSpec
+from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
+from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
+from dqn_cli.replay.build import build_replay, estimate_replay_bytes
+from dqn_cli.run import checkpoint as ckpt
+from dqn_cli.run import resume
+from dqn_cli.run.metrics import RunLogger, use_progress_bar
+from dqn_cli.run.state import Counters, restore
+from dqn_cli.runtime import check_fits_in_memory, int_seed, resolve_device, seed_globals, seeds, torch_threads_for
+
+log = logging.getLogger("dqn")
+
+
+@dataclass
+class Checked:
+    """What :func:`check_run` found: the env's spec, the device, the checkpoint to resume from."""
+
+    spec: EnvSpec
+    device: torch.device
+    resume_state: dict | None
+
+
+@dataclass
+class Run:
+    """The parts of one training run (each knows nothing of the config as a whole) and where it is."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    spec: EnvSpec
+    device: torch.device
+    envs: VectorEnv
+    agent: DQNAgent
+    replay: object  # replay.storage.ReplayBuffer or replay.prioritized.PrioritizedReplayBuffer
+    epsilon: Callable[[int], float]  # env step -> exploration rate
+    beta: Callable[[int], float]  # env step -> PER importance exponent
+    learning_rate: Callable[[int], float]  # env step -> optimizer lr
+    stats: EpisodeStats
+    stacker: FrameStacker
+    logger: RunLogger
+    n: Counters
+    obs: np.ndarray  # (E, S, *frame_shape): the stacked observation each env acts on next
+    started: float  # time.perf_counter() when this life of the run began
+    wall_before: float  # seconds the run's earlier lives took
+    saved_step: int  # env step of the last checkpoint written (-1: none yet)
+    eval_envs: VectorEnv | None = None  # started at the first evaluation
+
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.perf_counter() - self.started
+
+
+def check_run(cfg: TrainConfig, run_dir: Path) -> Checked:
+    """Refuse bad input before anything starts: the env, the replay buffer's memory, the device,
+    and on resume the checkpoint (ConfigError / CheckpointError)."""
+    spec = describe_env(cfg.env)
+    check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
+    device = resolve_device(cfg.device)
+    resume_state = None
+    if cfg.resume:  # a bad or foreign checkpoint, or a finished run
+        last = run_dir / "checkpoints" / "last.pt"
+        resume_state = ckpt.load_checkpoint(last)
+        resume.check_resumable(resume_state, cfg, last)
+    return Checked(spec, device, resume_state)
+
+
+@contextmanager
+def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool = False) -> Iterator[Run]:
+    """The run's parts, from scratch or from ``checked.resume_state``; closed when the block ends.
+
+    An env subprocess that dies inside the block surfaces as EnvWorkerDied, naming it.
+    """
+    spec, device, resume_state = checked.spec, checked.device, checked.resume_state
+    E = cfg.env.num_envs
+    env_workers = E if cfg.env.vectorization in ("async", "ale") else 0
+    torch.set_num_threads(torch_threads_for(cfg.torch_threads, env_workers))
+    seed_globals(cfg.seed)
+    *env_seeds, action_seed = seeds(cfg.seed, "train_envs", E + 1)
+    envs = run = logger = None
+    clean = False
+    try:
+        # Env processes start before CUDA initialises: a forked CUDA context is unusable.
+        envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
+        q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
+        agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device,
+                         seed=int_seed(cfg.seed, "exploration"))  # fmt: skip
+        replay = build_replay(cfg, spec)
+        stats = EpisodeStats(E)
+        stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
+        n = Counters()
+        if resume_state is not None:
+            n = restore(resume_state, agent, replay, run_dir)
+            env_seeds = seeds(cfg.seed, "resume_envs", E, n.env_steps)  # fresh episodes unless restored below
+        obs = stacker.reset(envs.reset(seed=env_seeds)[0])
+        if resume_state is not None:
+            continued = resume.restore_envs(envs, stacker, resume_state.get("envs"))
+            if continued:  # the episodes continue exactly
+                stats.load_state_dict(resume_state["episode_stats"])
+            replay.resume_episodes(obs, continued)  # no stack or n-step window spans the resume
+            resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
+            log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
+        logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
+        run = Run(cfg, run_dir, spec, device, envs, agent, replay, epsilon_schedule(cfg.schedule),
+                  beta_schedule(cfg.replay), learning_rate_schedule(cfg.optimizer), stats, stacker, logger, n, obs,
+                  started=time.perf_counter(), wall_before=n.wall_seconds,
+                  saved_step=n.env_steps if resume_state is not None else -1)  # fmt: skip
+        yield run
+        clean = True
+    except WORKER_GONE as err:  # an env subprocess died: name it, do not hang on it
+        step = run.n.env_steps if run is not None else 0
+        raise EnvWorkerDied(err, cfg.env, step, run_dir, envs=envs, eval_envs=run and run.eval_envs) from None
+    finally:  # after an error or a second signal, workers are killed rather than waited for
+        close_envs(run.eval_envs if run is not None else None, force=not clean)
+        close_envs(envs, force=not clean)
+        if logger is not None:
+            logger.close()
+
+
+def _progress_mode(cfg: TrainConfig, multirun: bool) -> str:
+    if cfg.progress == "off":
+        return "off"
+    return "bar" if use_progress_bar(cfg.progress, multirun) else "log"

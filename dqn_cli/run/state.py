@@ -1,0 +1,104 @@
+"""Run state: the counters a run keeps, and what a checkpoint holds to continue it exactly
+(networks, optimizer, counters, episode statistics, every generator, the envs where they can be
+captured), with the restore that reads it back."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dqn_cli.config import TrainConfig, to_dict
+from dqn_cli.core.agent import DQNAgent
+from dqn_cli.envs.spec import EnvSpec
+from dqn_cli.envs.vector import EpisodeStats
+from dqn_cli.run import checkpoint as ckpt
+
+log = logging.getLogger("dqn")
+
+
+@dataclass
+class Counters:
+    """Where the run is: everything a schedule or a cadence needs (units in the names)."""
+
+    env_steps: int = 0  # summed over envs
+    updates: int = 0  # gradient steps
+    updates_dropped: int = 0  # gradient steps owed while the buffer could not fill a batch (never run)
+    target_updates: int = 0  # target periods passed once learning began (each applied to the target)
+    evaluations: int = 0
+    best_eval_return: float = float("-inf")
+    last_eval_mean: float = float("nan")
+    last_eval_std: float = float("nan")
+    last_eval_cut: int = 0  # episodes of the last evaluation cut by eval.max_episode_steps
+    wall_seconds: float = 0.0  # over all lives of the run
+    finished: bool = False  # the final evaluation is done
+
+
+def capture(cfg: TrainConfig, spec: EnvSpec, n: Counters, agent: DQNAgent, stats: EpisodeStats,
+            envs: dict | None) -> dict:  # fmt: skip
+    """Everything needed to continue the run: tensors, plain containers and numbers only."""
+    np_state = np.random.get_state()
+    rng = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and agent.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "config": to_dict(cfg),
+        "spec": {"frame_shape": list(spec.frame_shape), "frame_stack": spec.frame_stack,
+                 "n_actions": spec.n_actions, "frame_dtype": str(spec.frame_dtype)},  # fmt: skip
+        "counters": dict(vars(n)),
+        "agent": agent.state_dict(),
+        "episode_stats": stats.state_dict(),
+        "rng": rng,
+        "envs": envs,  # the envs' simulator state where it can be restored exactly (resume.capture_envs)
+    }
+
+
+def restore(state: dict, agent: DQNAgent, replay, run_dir: Path) -> Counters:
+    """Networks, optimizer, counters, RNGs and (when replay.npz matches) the replay buffer of ``state``."""
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()
+        raise ckpt.CheckpointError(
+            f"checkpoint {run_dir / 'checkpoints' / 'last.pt'} does not fit this run's network or optimizer "
+            f"({(first[1] if len(first) > 1 else first[0]).strip()[:160] if first else type(err).__name__})"
+        ) from None
+    known = {f.name for f in fields(Counters)}
+    n = Counters(**{k: v for k, v in state["counters"].items() if k in known})
+    n.finished = False
+    rng = state["rng"]
+    random.setstate(_as_tuple(rng["python"]))
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():  # per GPU, for as many as this machine has
+        for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+    with ckpt.open_replay(run_dir / "checkpoints") as saved:
+        if saved is None:
+            log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
+        elif saved[0] != n.env_steps:
+            log.warning("replay.npz is from env step %d, last.pt from %d: the replay buffer starts empty",
+                        saved[0], n.env_steps)  # fmt: skip
+        else:
+            try:
+                replay.load_state_dict(saved[1])
+            except (ValueError, KeyError) as err:
+                raise ckpt.CheckpointError(
+                    f"{run_dir / 'checkpoints' / 'replay.npz'} does not fit this run's replay buffer ({err}); "
+                    "delete it to resume with an empty buffer"
+                ) from None
+            log.info("replay buffer restored: %d transitions", len(replay))
+    return n
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
