@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import compose
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
@@ -102,10 +103,15 @@ def test_epsilon_greedy_is_batched_and_respects_epsilon():
     assert 0.15 < (mixed == 0).mean() < 0.35  # half explore, half of those pick action 0
 
 
-def test_gradient_clipping_bounds_the_step():
+def test_gradient_clipping_bounds_the_gradient_the_optimizer_steps_with():
     agent = make_agent(False, loss="mse", lr=1.0, max_grad_norm=1e-3)
     info = agent.update(one_transition())
-    assert info.grad_norm > 1e-3  # the raw gradient was larger than the clip
+    stepped = torch.linalg.vector_norm(agent.q_network.table.grad)  # what optimizer.step() read
+    assert info.grad_norm > 0.1  # the raw gradient, logged, was far larger than the clip
+    assert float(stepped) == pytest.approx(1e-3, rel=1e-4)  # rescaled onto the clip
+    unclipped = make_agent(False, loss="mse", lr=1.0)
+    unclipped.update(one_transition())
+    assert float(torch.linalg.vector_norm(unclipped.q_network.table.grad)) == pytest.approx(info.grad_norm)
 
 
 def test_state_restores_exploration_exactly_and_reads_a_pre_host_generator_checkpoint():
@@ -147,17 +153,15 @@ def test_several_polyak_periods_at_once_equal_as_many_updates():
 def test_a_vector_step_passing_several_target_periods_applies_each(tmp_path, monkeypatch):
     """8 envs with target_update_period=2: every vector step passes 4 periods, and the trainer
     applies all 4 Polyak updates (not one), so tau means the same whatever num_envs is."""
-    from dqn_cli.config import CheckpointConfig, EnvConfig, EvalConfig, NetworkConfig, TrainConfig, validate
     from dqn_cli.run.trainer import train
 
     calls = []
     original = DQNAgent.update_target
     monkeypatch.setattr(DQNAgent, "update_target",
                         lambda self, tau, times=1: (calls.append(times), original(self, tau, times))[1])  # fmt: skip
-    cfg = validate(TrainConfig(
-        env=EnvConfig(num_envs=8), network=NetworkConfig(hidden_sizes=[8]), eval=EvalConfig(every=0, episodes=1),
-        checkpoint=CheckpointConfig(every=0), total_steps=160, learning_starts=40, batch_size=8, train_every=1,
-        target_update_period=2, tau=0.5, device="cpu", progress="off", torch_threads=1))  # fmt: skip
+    cfg = compose("env.num_envs=8", "network.hidden_sizes=[8]", "eval.every=0", "eval.episodes=1", "checkpoint.every=0",
+                  "total_steps=160", "learning_starts=40", "batch_size=8", "train_every=1", "target_update_period=2",
+                  "tau=0.5", "device=cpu", "progress=off", "torch_threads=1")  # fmt: skip
     (tmp_path / ".hydra").mkdir()
     train(cfg, tmp_path)
     assert calls[1:] == [4] * (len(calls) - 1)  # after the first, which catches up on the periods before learning

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import last_json_line, run_dqn
 from gymnasium.vector import AutoresetMode
+from helpers import last_json_line, run_dqn
 
 from dqn_cli.config import ConfigError, EnvConfig
 from dqn_cli.envs.atari import describe, make_atari_env, make_vector_env, resolve_game

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_dqn
+from helpers import run_dqn
 
 from dqn_cli.run import checkpoint as ckpt
 

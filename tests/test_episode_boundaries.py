@@ -12,8 +12,9 @@ from __future__ import annotations
 import fake_envs
 import numpy as np
 import pytest
+from helpers import compose
 
-from dqn_cli.config import TrainConfig, validate
+from dqn_cli.config import validate
 from dqn_cli.envs.vector import describe_env
 from dqn_cli.replay.build import build_replay
 from dqn_cli.run import checkpoint
@@ -24,7 +25,7 @@ GAMMA = 0.9
 
 def run_fake(tmp_path, num_envs: int, n_step: int, vectorization: str = "sync"):
     env_id = fake_envs.register()
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env.id = env_id
     cfg.env.num_envs = num_envs
     cfg.env.vectorization = vectorization

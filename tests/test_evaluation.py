@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, last_json_line, run_dqn, train_run
+from helpers import TINY, last_json_line, run_dqn, train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dqn_cli.config import EnvConfig

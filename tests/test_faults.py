@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_dqn
-from test_resume import EXACT, assert_no_repeated_or_forked_points, snapshot, without
+from helpers import EXACT, ROOT, TINY, assert_no_repeated_or_forked_points, run_dqn, snapshot, without
 
 # long runs that are stopped from outside; async envs so there are worker processes to check
 LONG = [a for a in TINY if not a.startswith("total_steps=")] + [

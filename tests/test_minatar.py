@@ -10,9 +10,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from conftest import last_json_line, run_dqn
+from helpers import compose, last_json_line, run_dqn
 
-from dqn_cli.config import ConfigError, EnvConfig, NetworkConfig, TrainConfig, validate
+from dqn_cli.config import ConfigError, EnvConfig, NetworkConfig, validate
 from dqn_cli.core.networks import build_network
 from dqn_cli.envs import minatar
 from dqn_cli.envs.vector import describe_env, make_vector_env
@@ -102,12 +102,10 @@ def test_minatar_cnn_is_the_papers_network_and_takes_dueling():
 
 
 def test_network_and_env_must_agree():
-    bad = TrainConfig(env=minatar_cfg("Breakout"))
-    bad.network.name = "nature_cnn"
+    bad = compose("env=minatar", "env.game=Breakout", "network=nature_cnn", check=False)
     with pytest.raises(ConfigError, match="minatar_cnn"):
         validate(bad)
-    classic = TrainConfig()
-    classic.network.name = "minatar_cnn"
+    classic = compose("network=minatar_cnn", check=False)
     with pytest.raises(ConfigError, match="classic observations.*use network=mlp"):
         validate(classic)
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import yaml
+from helpers import job_dirs, run_dqn, sweep
 from PIL import Image
-from test_sweep import dqn, job_dirs, sweep
 
 from dqn_cli.app.plot import bootstrap_ci, iqm, moving_average_curve
 
@@ -28,7 +28,7 @@ def test_plot_of_a_sweep_groups_seeds_and_tabulates_their_summaries(tmp_path):
     sweep_dir, proc = sweep(tmp_path, "seed=1,2", "optimizer.lr=1e-3,3e-3", "eval.every=100", "eval.episodes=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "fig" / "curves.png"
-    proc = dqn("plot", str(sweep_dir), "--out", str(out), cwd=tmp_path)
+    proc = run_dqn("plot", str(sweep_dir), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     with Image.open(out) as image:
@@ -45,16 +45,16 @@ def test_plot_of_a_sweep_groups_seeds_and_tabulates_their_summaries(tmp_path):
         assert float(row["final_mean"]) == pytest.approx(np.mean(finals))
         assert float(row["ci95_low"]) <= float(row["final_mean"]) <= float(row["ci95_high"])
     assert "| optimizer.lr=0.001 | 2 |" in out.with_suffix(".md").read_text()
-    train = dqn("plot", str(sweep_dir), "--metric", "train", "--reference", "CartPole-v1=475", cwd=tmp_path)
+    train = run_dqn("plot", str(sweep_dir), "--metric", "train", "--reference", "CartPole-v1=475", cwd=tmp_path)
     assert train.returncode == 0, train.stderr
     assert (sweep_dir / "plot_train.png").is_file()
 
 
 def test_bad_paths_get_one_line(tmp_path):
-    proc = dqn("plot", str(tmp_path / "nope"), cwd=tmp_path)
+    proc = run_dqn("plot", str(tmp_path / "nope"), cwd=tmp_path)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no such file" in proc.stderr
     (tmp_path / "empty").mkdir()
-    proc = dqn("plot", str(tmp_path / "empty"), cwd=tmp_path)
+    proc = run_dqn("plot", str(tmp_path / "empty"), cwd=tmp_path)
     assert proc.returncode == 2 and "no runs in it" in proc.stderr and "Traceback" not in proc.stderr
-    proc = dqn("plot", str(tmp_path / "empty"), "--reference", "oops", cwd=tmp_path)
+    proc = run_dqn("plot", str(tmp_path / "empty"), "--reference", "oops", cwd=tmp_path)
     assert proc.returncode == 2 and "ENV=VALUE" in proc.stderr

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import compose
 
 from dqn_cli.replay.prioritized import (
     PRIORITY_BYTES_PER_SLOT,
@@ -355,16 +356,12 @@ def test_state_dict_round_trip():
 
 
 def test_bytes_per_slot_and_build_replay():
-    from dqn_cli.config import TrainConfig
     from dqn_cli.replay.build import build_replay, estimate_replay_bytes
     from dqn_cli.replay.storage import slot_bytes
 
     buf = per(capacity=2**16, num_envs=4, branching=32, top_size=1024)
     assert buf._sum.nbytes + buf._min.nbytes <= PRIORITY_BYTES_PER_SLOT * 2**16
-    cfg = TrainConfig()
-    cfg.replay.name = "prioritized"
-    cfg.replay.capacity = 4000
-    cfg.replay.alpha = 0.5
+    cfg = compose("replay=prioritized", "replay.capacity=4000", "replay.alpha=0.5")
     spec = SimpleNamespace(frame_shape=(4,), frame_dtype=np.float32, frame_stack=1)
     replay = build_replay(cfg, spec)
     assert isinstance(replay, PrioritizedReplayBuffer) and replay.alpha == 0.5

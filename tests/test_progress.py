@@ -13,7 +13,7 @@ import termios
 import time
 
 import pytest
-from conftest import ROOT, TINY, run_dqn
+from helpers import ROOT, TINY, run_dqn
 
 from dqn_cli.run.metrics import use_progress_bar
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, last_json_line, run_dqn
+from helpers import ROOT, TINY, last_json_line, run_dqn
 
 README = ROOT / "README.md"
 RUN_PLACEHOLDERS = ("outputs/2026-11-20/12-00-00_cartpole", "outputs/DATE/TIME_cartpole",

@@ -3,7 +3,6 @@ and refusals that leave the run untouched (SPEC.md "Faults", "Bad input"; issue 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -13,44 +12,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_dqn
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import EXACT, TINY, assert_no_repeated_or_forked_points, compose, run_dqn, snapshot, without
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.run import resume
-
-# deterministic CPU training: one thread, explicit device, replay saved beside the checkpoints
-# The split runs start with total_steps=200 and resume to 400: the learning rate's annealing horizon is
-# fixed when a run starts (like replay.beta_steps), so it is pinned to the full budget for both.
-EXACT = [*TINY, "device=cpu", "torch_threads=1", "checkpoint.save_replay=true", "target_update_period=50",
-         "optimizer.lr_decay_steps=400"]
-
-
-def without(args: list[str], key: str) -> list[str]:
-    return [a for a in args if not a.startswith(key + "=")]
-
-
-def tb_steps(tb_dir: Path) -> dict[str, list[int]]:
-    """Every scalar tag of a run's TensorBoard dir, as TensorBoard itself reads it (purges applied)."""
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def assert_no_repeated_or_forked_points(tb_dir: Path) -> dict[str, list[int]]:
-    steps = tb_steps(tb_dir)
-    assert steps, f"no scalars in {tb_dir}"
-    for tag, s in steps.items():
-        assert all(a < b for a, b in zip(s, s[1:])), f"{tag}: steps not strictly increasing: {s}"
-    return steps
-
-
-def snapshot(run_dir: Path) -> dict[str, tuple[int, int, str]]:
-    """(size, mtime_ns, sha256) of every file in a run dir."""
-    def facts(p: Path) -> tuple[int, int, str]:
-        return p.stat().st_size, p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()
-
-    return {str(p.relative_to(run_dir)): facts(p) for p in sorted(run_dir.rglob("*")) if p.is_file()}
 
 
 def load(path: Path) -> dict:
@@ -349,7 +314,6 @@ class ChainEnv(gym.Env):
 def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_path):
     """The real trainer, run then resumed with checkpoint.save_replay=true, on an env whose state
     is not captured: the saved buffer's transitions each stay within one episode."""
-    from dqn_cli.config import CheckpointConfig, EvalConfig, NetworkConfig, ReplayConfig, TrainConfig, validate
     from dqn_cli.replay.storage import ReplayBuffer
     from dqn_cli.run.checkpoint import load_replay
     from dqn_cli.run.trainer import train
@@ -359,12 +323,11 @@ def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_p
     (tmp_path / ".hydra").mkdir()
 
     def cfg(total, resume):
-        return validate(TrainConfig(
-            env=EnvConfig(name="chain", id="TestChain-v0", num_envs=2, frame_stack=2),
-            network=NetworkConfig(hidden_sizes=[8]), replay=ReplayConfig(capacity=200, n_step=3),
-            eval=EvalConfig(every=0, episodes=1), checkpoint=CheckpointConfig(every=0, save_replay=True),
-            total_steps=total, learning_starts=10, batch_size=4, gamma=0.5, device="cpu", progress="off",
-            torch_threads=1, resume=resume))  # fmt: skip
+        return compose("env.name=chain", "env.id=TestChain-v0", "env.num_envs=2", "env.frame_stack=2",
+                       "network.hidden_sizes=[8]", "replay.capacity=200", "replay.n_step=3", "eval.every=0",
+                       "eval.episodes=1", "checkpoint.every=0", "checkpoint.save_replay=true", f"total_steps={total}",
+                       "learning_starts=10", "batch_size=4", "gamma=0.5", "device=cpu", "progress=off",
+                       "torch_threads=1", f"resume={resume or 'null'}")  # fmt: skip
 
     train(cfg(20, None), tmp_path)
     train(cfg(40, str(tmp_path)), tmp_path)  # the envs restart with fresh seeds (runtime's resume_envs stream)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import compose
 
 from dqn_cli.config import ReplayConfig, ScheduleConfig, TrainConfig, validate
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, exponential, linear, piecewise
@@ -74,11 +75,12 @@ def test_beta_schedule_by_value():
 
 def test_beta_has_its_own_settings_whatever_the_epsilon_schedule():
     """schedule=exponential used to bend beta's curve too; beta now reads only the replay group."""
-    for schedule in (ScheduleConfig(name="linear"), ScheduleConfig(name="exponential"),
-                     ScheduleConfig(name="piecewise", points=[[0, 1.0], [10, 0.1]])):  # fmt: skip
-        cfg = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), schedule=schedule, total_steps=100_000))
+    for schedule in (["schedule=linear"], ["schedule=exponential"],
+                     ["schedule=piecewise", "schedule.points=[[0,1.0],[10,0.1]]"]):  # fmt: skip
+        cfg = compose("replay=prioritized", *schedule, "total_steps=100000")
         assert cfg.replay.beta_steps == 100_000  # fixed when the run starts
-        assert beta_schedule(cfg.replay)(50_000) == pytest.approx(0.7)
+        start = cfg.replay.beta_start
+        assert beta_schedule(cfg.replay)(50_000) == pytest.approx(start + (1 - start) / 2)
 
 
 def test_beta_horizon_survives_a_resume_with_a_larger_budget(tmp_path):
@@ -87,10 +89,10 @@ def test_beta_horizon_survives_a_resume_with_a_larger_budget(tmp_path):
 
     from dqn_cli.run.resume import resumed_config
 
-    first = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), total_steps=1_000))
+    first = compose("replay=prioritized", "total_steps=1000")
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.structured(first), tmp_path / ".hydra" / "config.yaml")
-    composed = validate(TrainConfig(replay=ReplayConfig(name="prioritized"), total_steps=4_000))
+    composed = compose("replay=prioritized", "total_steps=4000")
     resumed = resumed_config(composed, tmp_path, [f"resume={tmp_path}", "total_steps=4000"])
     assert resumed.total_steps == 4_000 and resumed.replay.beta_steps == 1_000
     assert beta_schedule(resumed.replay)(1_000) == pytest.approx(1.0)
@@ -105,11 +107,11 @@ def test_schedules_are_pure():
 
 
 def test_points_without_the_piecewise_schedule_are_refused_not_ignored():
-    from dqn_cli.config import ConfigError, ScheduleConfig, TrainConfig, validate
+    from dqn_cli.config import ConfigError
 
     with pytest.raises(ConfigError, match="schedule.points is read by schedule=piecewise only"):
-        validate(TrainConfig(schedule=ScheduleConfig(name="linear", points=[[0, 1.0], [100, 0.1]])))
-    validate(TrainConfig(schedule=ScheduleConfig(name="piecewise", points=[[0, 1.0], [100, 0.1]])))
+        compose("schedule=linear", "+schedule.points=[[0,1.0],[100,0.1]]")
+    compose("schedule=piecewise", "schedule.points=[[0,1.0],[100,0.1]]")
 
 
 def test_learning_rate_is_constant_or_annealed_linearly_over_a_fixed_horizon():

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from helpers import tiny
 
 import dqn_cli.run.build as build
 import dqn_cli.run.trainer as trainer
-from dqn_cli.config import TrainConfig, validate
 from dqn_cli.run.evaluate import eval_num_envs, eval_seeds, make_eval_env
 from dqn_cli.runtime import STREAMS, fold_seed, int_seed, seeds
 
@@ -56,27 +56,10 @@ def test_exploration_does_not_replay_the_initialisation_stream(monkeypatch, tmp_
             super().__init__(*args, seed=seed, **kwargs)
 
     monkeypatch.setattr(build, "DQNAgent", Recording)
-    cfg = tiny_config(total_steps=40)
+    cfg = tiny("total_steps=40")
     trainer.train(cfg, tmp_path)
     assert seen["seed"] == int_seed(cfg.seed, "exploration")
     assert torch.initial_seed() == int_seed(cfg.seed, "init") != seen["seed"]
-
-
-def tiny_config(**overrides) -> TrainConfig:
-    cfg = TrainConfig()
-    cfg.total_steps = 200
-    cfg.learning_starts = 50
-    cfg.batch_size = 16
-    cfg.replay.capacity = 1_000
-    cfg.network.hidden_sizes = [8]
-    cfg.env.max_episode_steps = 30
-    cfg.eval.episodes = 3
-    cfg.eval.every = 0
-    cfg.checkpoint.every = 0
-    cfg.progress = "off"
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return validate(cfg)
 
 
 def test_each_evaluation_of_a_run_plays_fresh_start_states(monkeypatch, tmp_path):
@@ -89,7 +72,7 @@ def test_each_evaluation_of_a_run_plays_fresh_start_states(monkeypatch, tmp_path
         return real(net, envs, spec, episodes, env_seeds, policy_seed, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "evaluate", recording)
-    cfg = tiny_config()
+    cfg = tiny()
     cfg.eval.every = 50
     trainer.train(cfg, tmp_path)
     assert len(calls) == 4  # at 50, 100, 150 and the final one at 200

@@ -14,38 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import job_dirs, run_dqn, sweep
 from omegaconf import OmegaConf
-
-ROOT = Path(__file__).resolve().parents[1]
-
-# Seconds-long jobs on 2 shared cores; torch_threads=1 keeps parallel jobs off each other's cores.
-TINY = [
-    "total_steps=300",
-    "learning_starts=100",
-    "replay.capacity=1000",
-    "network.hidden_sizes=[16]",
-    "eval.episodes=1",
-    "eval.every=0",
-    "checkpoint.every=0",
-    "torch_threads=1",
-]
-
-
-def dqn(*args: str, cwd: Path, timeout: float = 150) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run([sys.executable, "-m", "dqn_cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)  # fmt: skip
-
-
-def sweep(tmp_path: Path, *overrides: str, timeout: float = 150) -> tuple[Path, subprocess.CompletedProcess]:
-    sweep_dir = tmp_path / "sweep"
-    proc = dqn("train", "-m", *overrides, *TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, timeout=timeout)
-    return sweep_dir, proc
-
-
-def job_dirs(sweep_dir: Path) -> list[Path]:
-    return sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0]))
 
 
 def table(sweep_dir: Path) -> list[dict]:
@@ -160,7 +130,7 @@ def test_a_sweep_stopped_by_a_bad_job_still_lists_it_as_failed(tmp_path):
     ids=["search-preset", "slurm-preset", "callbacks"],
 )
 def test_presets_compose(tmp_path, overrides, expected):
-    proc = dqn("train", *overrides, "--cfg", "hydra", cwd=tmp_path, timeout=60)
+    proc = run_dqn("train", *overrides, "--cfg", "hydra", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cfg = OmegaConf.create(proc.stdout).hydra
     for key, value in expected.items():

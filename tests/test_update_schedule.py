@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_seeds import tiny_config
+from helpers import tiny
 
 import dqn_cli.run.trainer as trainer
 from dqn_cli.core.agent import DQNAgent
@@ -27,7 +27,7 @@ def test_no_burst_of_updates_when_the_buffer_first_fills(monkeypatch, tmp_path):
 
     monkeypatch.setattr(DQNAgent, "update", counting)
     monkeypatch.setattr(DQNAgent, "act", acting)
-    cfg = tiny_config(total_steps=400, learning_starts=0, batch_size=256, train_every=8)
+    cfg = tiny("total_steps=400", "learning_starts=0", "batch_size=256", "train_every=8")
     cfg.replay.n_step = 3
     summary = trainer.train(cfg, tmp_path)
     counters = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["counters"]

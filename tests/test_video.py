@@ -15,7 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, last_json_line, run_dqn, train_run
+from helpers import ROOT, compose, last_json_line, run_dqn, train_run
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -119,7 +119,7 @@ def _net(cfg: TrainConfig):
 
 
 def test_record_episode_frames_cartpole_is_one_rendered_episode():
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, max_episode_steps=30)
     net, spec = _net(cfg)
     frames = video.record_episode_frames(net, cfg.env, spec, seed=3, epsilon=0.0, device=torch.device("cpu"))
@@ -135,7 +135,7 @@ def test_record_episode_frames_cartpole_is_one_rendered_episode():
 
 def test_record_episode_frames_breakout_is_the_rgb_screen():
     pytest.importorskip("ale_py")
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, name="breakout", kind="atari", game="Breakout", frame_stack=4)
     cfg.network = dataclasses.replace(cfg.network, name="nature_cnn")
     net, spec = _net(cfg)
@@ -176,7 +176,7 @@ def _replayed(env_cfg, result) -> tuple[list[int], np.ndarray]:
 
 
 def test_the_replay_is_the_scored_episodes_cartpole():
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, max_episode_steps=60)
     net, spec = _net(cfg)
     # 2 envs for 5 episodes: later episodes of an env come from its unseeded autoresets
@@ -194,7 +194,7 @@ def test_the_replay_is_the_scored_episodes_cartpole():
 
 def test_the_replay_is_the_scored_episodes_breakout():
     pytest.importorskip("ale_py")
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, name="breakout", kind="atari", game="Breakout", frame_stack=4,
                                   sticky_action_prob=0.25, max_episode_steps=250)  # fmt: skip
     spec = describe_env(cfg.env)
@@ -207,7 +207,7 @@ def test_the_replay_is_the_scored_episodes_breakout():
 
 
 def test_a_replay_that_does_not_end_as_scored_is_refused():
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, max_episode_steps=30)
     net, spec = _net(cfg)
     result = _scored(cfg, net, spec, 1, 1, seed=0, epsilon=0.5, record_actions=True)
@@ -219,7 +219,7 @@ def test_a_replay_that_does_not_end_as_scored_is_refused():
 
 
 def test_record_episodes_writes_every_episode_and_pads_odd_sizes(tmp_path, monkeypatch):
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, max_episode_steps=6)
     net, spec = _net(cfg)
     result = _scored(cfg, net, spec, 3, 3, seed=5, epsilon=0.0, record_actions=True)
@@ -253,7 +253,7 @@ def test_a_missing_renderer_skips_the_training_video_and_fails_eval_clearly(tmp_
     def no_pygame(env):
         raise gym.error.DependencyNotInstalled("pygame is not installed")
 
-    cfg = TrainConfig()
+    cfg = compose()
     cfg.env = dataclasses.replace(cfg.env, id="Acrobot-v1", max_episode_steps=5)
     net, spec = _net(cfg)
     monkeypatch.setattr(gym.Wrapper, "render", no_pygame)

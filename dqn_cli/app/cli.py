@@ -27,6 +27,14 @@ import sys
 from pathlib import Path
 
 from dqn_cli import __version__
+from dqn_cli.app.hydra_compat import (
+    RECORD_CONFIG,
+    HeldRunLog,
+    bad_value,
+    conflicting_modes,
+    record_run_config,
+    remove_if_empty,
+)
 
 USAGE = f"""usage: dqn [--version] [--debug] COMMAND [ARGS]
 
@@ -79,11 +87,11 @@ def _train_task(cfg) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    held_log = None if multirun else _HeldRunLog()  # train.log waits until the input is known good
+    held_log = None if multirun else HeldRunLog()  # train.log waits until the input is known good
     train_cfg = None
 
     def on_start() -> None:  # every check passed: from here on the run dir is written
-        _record_run_config(run_dir, hc, train_cfg)
+        record_run_config(run_dir, hc, train_cfg)
         if held_log is not None:
             held_log.release()
 
@@ -100,7 +108,7 @@ def _train_task(cfg) -> float:
         bad_input = isinstance(err, (ConfigError, CheckpointError))
         if held_log is not None and not held_log.released:  # bad input: the run dir is left as it was
             held_log.discard()
-            _remove_if_empty(run_dir)
+            remove_if_empty(run_dir)
         hint = f"; continue later with: dqn train resume={run_dir}" if isinstance(err, CheckpointWriteError) else ""
         fail("train", f"{err}{hint}", code=2 if bad_input else 1)  # 2: bad input, 1: a fault while training
     if summary.get("stopped"):  # SIGINT/SIGTERM, checkpoint written: the job ends normally for Hydra
@@ -111,65 +119,6 @@ def _train_task(cfg) -> float:
 
 
 _stopped_by: list[int] = []  # signals that stopped a training run in this process
-_RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written by _record_run_config
-
-
-def _record_run_config(run_dir: Path, hc, train_cfg) -> None:
-    """``.hydra/`` of a run whose input passed every check: the resolved config (and, where
-    Hydra was told not to write them, hydra.yaml and overrides.yaml)."""
-    from omegaconf import OmegaConf
-
-    if train_cfg.resume:  # resume.save_config records the resumed run's config once it is restored
-        return
-    if hc.output_subdir is None and _RECORD_CONFIG not in hc.overrides.hydra:
-        return  # the user asked for no .hydra/
-    out = run_dir / (hc.output_subdir or ".hydra")
-    out.mkdir(parents=True, exist_ok=True)
-    if hc.output_subdir is None:
-        hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(hc)})
-        hydra_cfg.hydra.output_subdir = ".hydra"
-        hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != _RECORD_CONFIG]
-        OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
-    OmegaConf.save(OmegaConf.structured(train_cfg), out / "config.yaml")  # resolved: ALE/Breakout-v5, not ${..}
-
-
-class _HeldRunLog:
-    """Holds the records meant for the run's train.log until :meth:`release` (or drops them)."""
-
-    def __init__(self):
-        import logging.handlers
-
-        root = logging.getLogger()
-        self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
-        self.memory = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
-        self.released = False
-        for handler in self.files:
-            root.removeHandler(handler)
-        root.addHandler(self.memory)
-
-    def release(self) -> None:
-        root = logging.getLogger()
-        root.removeHandler(self.memory)
-        for handler in self.files:
-            root.addHandler(handler)
-            for record in self.memory.buffer:
-                if record.levelno >= handler.level:
-                    handler.handle(record)
-        self.memory.buffer.clear()
-        self.released = True
-
-    def discard(self) -> None:
-        logging.getLogger().removeHandler(self.memory)
-        self.memory.buffer.clear()
-
-
-def _remove_if_empty(run_dir: Path) -> None:
-    """Remove the run dir Hydra made for input that was refused (only if nothing is in it)."""
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
 
 
 def _eval_task(cfg) -> dict:
@@ -199,37 +148,6 @@ def _hydra_app(task, config_name: str):
     return hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
 
 
-def _one_line_value_errors(command: str) -> None:
-    """A value of the wrong type (``total_steps=abc``) gets one line and exit 2 like any bad value.
-
-    Hydra reports it as a 6-line "Error merging override" block with exit 1;
-    unknown keys and group options keep Hydra's own message (it lists what
-    exists). Hydra's reporter is wrapped, not replaced (hydra-core is pinned
-    to 1.3.x, where ``hydra._internal.utils.run_and_report`` runs the app).
-    """
-    import hydra._internal.utils as hydra_utils
-    from hydra.errors import ConfigCompositionException
-    from omegaconf.errors import ValidationError
-
-    report = getattr(hydra_utils.run_and_report, "__wrapped__", hydra_utils.run_and_report)
-
-    def run_and_report(func):
-        def guarded():
-            try:
-                return func()
-            except ConfigCompositionException as err:
-                if debug() or not isinstance(err.__cause__, ValidationError):
-                    raise
-                override = str(err).removeprefix("Error merging override ").strip()
-                reason = str(err.__cause__).strip().splitlines()[0]
-                fail(command, f"{override}: {reason}")
-
-        return report(guarded)
-
-    run_and_report.__wrapped__ = report
-    hydra_utils.run_and_report = run_and_report
-
-
 def run_hydra(command: str, args: list[str]) -> int:
     """Run a Hydra app as if ``dqn COMMAND`` were its program name."""
     if command == "train":
@@ -242,18 +160,18 @@ def run_hydra(command: str, args: list[str]) -> int:
         inspecting = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "-p", "--package", "-sc",
                       "--shell-completion", "-m", "--multirun"}  # fmt: skip
         if not inspecting & set(args) and not any(a.startswith("hydra.output_subdir=") for a in args):
-            args = [*args, _RECORD_CONFIG]  # .hydra/ is written once the input passed every check
+            args = [*args, RECORD_CONFIG]  # .hydra/ is written once the input passed every check
     task = _train_task if command == "train" else _eval_task
-    app = _hydra_app(task, "train" if command == "train" else "eval")
-    _one_line_value_errors(command)
+    config_name = "train" if command == "train" else "eval"
+    app = _hydra_app(task, config_name)
+    if not debug():
+        problem = conflicting_modes(args) or bad_value(config_dir(), config_name, args)
+        if problem:
+            fail(command, problem)
     argv0 = sys.argv[0]
     sys.argv = [f"dqn {command}", *args]
     try:
         app()
-    except ValueError as err:  # Hydra's own flag check, e.g. --cfg with --multirun, raised before any run
-        if debug() or not str(err).startswith("Only one of"):
-            raise
-        fail(command, str(err).strip().splitlines()[0])
     except KeyboardInterrupt as err:  # a second signal (trainer.Abort), or a Ctrl-C before training began
         if debug():
             raise

@@ -43,6 +43,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from dqn_cli.files import atomic_write_text
+
 log = logging.getLogger("dqn.sweep")
 
 SUMMARY_CSV = "summary.csv"
@@ -250,20 +252,14 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path, optuna: dict | None = N
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_summary(sweep_dir: Path, final: bool = True) -> tuple[list[JobRow], str]:
     """Write summary.csv and summary.md into ``sweep_dir``; return the rows and the Markdown."""
     sweep_dir = Path(sweep_dir)
     rows = collect_jobs(sweep_dir, final=final)
     optuna = _read_yaml(sweep_dir / OPTUNA_RESULTS) if (sweep_dir / OPTUNA_RESULTS).is_file() else None
     markdown = render_markdown(rows, sweep_dir, optuna if isinstance(optuna, dict) else None)
-    _atomic_write(sweep_dir / SUMMARY_CSV, render_csv(rows))
-    _atomic_write(sweep_dir / SUMMARY_MD, markdown)
+    atomic_write_text(sweep_dir / SUMMARY_CSV, render_csv(rows))
+    atomic_write_text(sweep_dir / SUMMARY_MD, markdown)
     return rows, markdown
 
 
@@ -425,7 +421,7 @@ class SweepSummary(Callback):
                 return
             job_dir = Path(str(config.hydra.runtime.output_dir))
             if config.hydra.output_subdir is not None:
-                _atomic_write(job_dir / str(config.hydra.output_subdir) / JOB_RETURN,
+                atomic_write_text(job_dir / str(config.hydra.output_subdir) / JOB_RETURN,
                               json.dumps(_job_record(job_return)) + "\n")  # fmt: skip
             # a sweep that fails half-way never reaches on_multirun_end: keep the table current
             write_summary(Path(str(config.hydra.sweep.dir)), final=False)
@@ -462,7 +458,11 @@ def _job_record(job_return: Any) -> dict:
         if value is not None and not math.isfinite(value):
             value = None  # strict JSON; a stopped run returns nan
         return {"status": "completed", "return_value": value}
-    error = job_return._return_value  # the exception the job raised
+    try:
+        job_return.return_value  # a failed job's return_value raises the exception the job raised
+        error = RuntimeError("failed")
+    except Exception as raised:
+        error = raised
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return {"status": "failed", "error": f"{type(error).__name__}: {text}" if text else type(error).__name__}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.replay.storage import Batch
+
+if TYPE_CHECKING:  # the agent reads a Batch's fields only
+    from dqn_cli.replay.storage import Batch
 
 
 def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:

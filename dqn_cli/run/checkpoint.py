@@ -25,7 +25,6 @@ import errno
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,6 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from dqn_cli.files import atomic_write
 
 FORMAT = "dqn-checkpoint"
 FORMAT_VERSION = 1
@@ -58,41 +59,6 @@ class CheckpointWriteError(OSError):
         super().__init__(
             f"could not write {path} ({code}{reason}); the previous checkpoint in {Path(path).parent} is intact{hint}"
         )
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename over ``path``.
-
-    On any error (a full disk, say) the temp file is removed and ``path`` is untouched.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def step_path(ckpt_dir: Path, step: int) -> Path:

@@ -25,6 +25,7 @@ from dqn_cli.config import EnvConfig
 from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, info_array, make_vector_env
+from dqn_cli.files import atomic_write_text
 from dqn_cli.runtime import seeds
 
 
@@ -261,6 +262,6 @@ def eval_checkpoint(cfg, run_dir) -> dict:
         f"(min {summary['min_return']:.2f}, max {summary['max_return']:.2f}), mean length {summary['mean_length']:.1f}"
         + (f", {summary['episodes_cut']} cut at {cap} steps" if summary["episodes_cut"] else "")
     )
-    (Path(run_dir) / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(run_dir) / "eval.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)
     return summary

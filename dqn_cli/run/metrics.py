@@ -227,7 +227,7 @@ class RunLogger:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
-        self.writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     # ------------------------------------------------------------- hparams
     def hparams(self, config: dict, summary: dict) -> None:
@@ -247,7 +247,7 @@ class RunLogger:
         hparam_dict = flatten_config(config)
         metric_dict = {tag: _finite_or_nan(summary.get(key)) for tag, key in HPARAM_METRICS.items()}
         step = int(summary.get("total_steps", 0) or 0)
-        file_writer = self.writer._get_file_writer()
+        file_writer = self.writer.file_writer  # SummaryWriter's public FileWriter
         for proto in hparams_summaries(hparam_dict, metric_dict):
             file_writer.add_summary(proto, step)
         for tag, value in metric_dict.items():

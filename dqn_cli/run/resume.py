@@ -79,6 +79,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dqn_cli.config import ConfigError, EnvConfig, TrainConfig, to_dict, to_train_config, validate
+from dqn_cli.files import atomic_write_text
 
 # keys a resumed run may change; everything else must match the saved config
 CHANGEABLE = ("total_steps", "checkpoint", "eval", "log_every", "progress", "device", "torch_threads", "resume")
@@ -156,10 +157,9 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
 
 def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Record a resumed run's config (new total_steps, cadences) in its ``.hydra/config.yaml``, atomically."""
-    from dqn_cli.run.checkpoint import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    atomic_write(Path(run_dir) / ".hydra" / "config.yaml", lambda f: f.write(text.encode()))
+    atomic_write_text(Path(run_dir) / ".hydra" / "config.yaml", text)
 
 
 # what must agree between the run's config and its checkpoint for the weights and replay to fit

@@ -27,6 +27,7 @@ import torch
 from dqn_cli.config import TrainConfig, to_dict
 from dqn_cli.envs.vector import final_observations, info_array
 from dqn_cli.envs.workers import EnvWorkerDied, close_envs, start_workers
+from dqn_cli.files import atomic_write_text
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.build import Run, build_run, check_run
@@ -100,7 +101,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
         summary = summarize(run)
         logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
         logger.hparams(to_dict(cfg), summary)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("%s; %d env steps in %.1f s (%.0f steps/s); results in %s", _result_text(summary), n.env_steps,
              summary["wall_seconds"], summary["env_steps_per_second"], run_dir)  # fmt: skip
     return summary

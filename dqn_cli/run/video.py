@@ -45,6 +45,7 @@ from dqn_cli.config import ConfigError, EnvConfig
 from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import FrameStacker, env_factory
+from dqn_cli.files import atomic_path
 
 log = logging.getLogger("dqn")
 
@@ -262,27 +263,23 @@ def record_episodes(env_cfg: EnvConfig, run_dir: Path, result) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / VIDEO_NAME
-    partial = run_dir / f".{path.stem}.partial{path.suffix}"
-    writer = None
     frames = 0
-    try:
-        for _, frame in replay_episodes(env_cfg, result):
-            if writer is None:
-                writer = imageio.get_writer(
-                    partial, format="FFMPEG", mode="I", fps=_fps(env_cfg), codec="libx264",
-                    pixelformat="yuv420p", quality=8, macro_block_size=1,
-                )  # fmt: skip
-            writer.append_data(_even(frame))
-            frames += 1
-        if writer is None:
-            raise ValueError("no episodes to record")
-        writer.close()
+    with atomic_path(path, suffix=path.suffix) as partial:  # ffmpeg picks the container by extension
         writer = None
-        os.replace(partial, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        partial.unlink(missing_ok=True)
+        try:
+            for _, frame in replay_episodes(env_cfg, result):
+                if writer is None:
+                    writer = imageio.get_writer(
+                        partial, format="FFMPEG", mode="I", fps=_fps(env_cfg), codec="libx264",
+                        pixelformat="yuv420p", quality=8, macro_block_size=1,
+                    )  # fmt: skip
+                writer.append_data(_even(frame))
+                frames += 1
+            if writer is None:
+                raise ValueError("no episodes to record")
+        finally:
+            if writer is not None:
+                writer.close()
     log.info("wrote %s (%d episode(s), %d frames)", path, len(result.lengths), frames)
     return path
 

@@ -1,0 +1,131 @@
+"""Every way dqn bends Hydra (hydra-core 1.3) to its CLI contract, each with why. Public API only:
+the Compose API, the override parser, HydraConfig, OmegaConf, and Hydra's own overrides.
+
+* A value of the wrong type (``total_steps=abc``) gets one line and exit 2, like any bad value.
+  Hydra reports it as a 6-line "Error merging override" block with exit 1, so the overrides are
+  composed first through the Compose API, and an OmegaConf ValidationError becomes the one line.
+  Unknown keys and group options keep Hydra's own message (it lists what exists).
+* Two mode flags at once (``--cfg job -m``) are refused here in one line; Hydra raises a
+  ValueError with a traceback.
+* A refused run leaves nothing behind: Hydra creates the run dir, ``.hydra/`` and ``train.log``
+  before the app runs. ``hydra.output_subdir=null`` (:data:`RECORD_CONFIG`) stops the first, and
+  :class:`HeldRunLog` holds the log records, until the input has passed every check; then
+  :func:`record_run_config` writes ``.hydra/`` as Hydra would have.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+MODE_FLAGS = {"--multirun": "-m", "--cfg": "-c", "--info": "-i", "--shell-completion": "-sc"}
+RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written by record_run_config
+
+
+def conflicting_modes(args: list[str]) -> str | None:
+    """The one-line refusal for more than one of Hydra's run modes in ``args``, else None."""
+    given = sorted({long for long, short in MODE_FLAGS.items() if long in args or short in args})
+    if len(given) > 1:
+        return f"{' and '.join(given)} cannot be combined; use one of --run, --multirun, --cfg, --info"
+    return None
+
+
+def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
+    """``"key=value: reason"`` for the first override whose value does not fit its key's type, else None.
+
+    Composes the config through the Compose API with the plain overrides of ``args`` (each value of a
+    sweep in turn); anything else that goes wrong is left to Hydra, which reports it its own way.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
+
+    plain = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(plain)
+    except Exception:  # a syntax error: Hydra's message says where
+        return None
+    base, variants = [], []
+    for override in parsed:
+        if override.is_sweep_override():
+            try:
+                values = [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()]
+            except Exception:  # interval() and the like: for the sweeper to sample
+                continue
+            base.append(values[0])
+            variants += [(len(base) - 1, v) for v in values[1:]]
+        else:
+            base.append(override.input_line)
+    for position, value in [(None, None), *variants]:
+        overrides = list(base) if position is None else [*base[:position], value, *base[position + 1 :]]
+        try:
+            with initialize_config_dir(config_dir, version_base="1.3"):
+                compose(config_name, overrides=overrides)
+        except ConfigCompositionException as err:
+            cause = err.__cause__
+            if isinstance(cause, ValidationError):
+                reason = str(cause).strip().splitlines()[0]
+                return f"{cause.full_key}={cause.value}: {reason}" if cause.full_key else reason
+            return None
+        except Exception:
+            return None
+    return None
+
+
+def record_run_config(run_dir: Path, hc, train_cfg) -> None:
+    """``.hydra/`` of a run whose input passed every check: the resolved config (and, where
+    Hydra was told not to write them, hydra.yaml and overrides.yaml)."""
+    from omegaconf import OmegaConf
+
+    if train_cfg.resume:  # resume.save_config records the resumed run's config once it is restored
+        return
+    if hc.output_subdir is None and RECORD_CONFIG not in hc.overrides.hydra:
+        return  # the user asked for no .hydra/
+    out = run_dir / (hc.output_subdir or ".hydra")
+    out.mkdir(parents=True, exist_ok=True)
+    if hc.output_subdir is None:
+        hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(hc)})
+        hydra_cfg.hydra.output_subdir = ".hydra"
+        hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != RECORD_CONFIG]
+        OmegaConf.save(hydra_cfg, out / "hydra.yaml")
+        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
+    OmegaConf.save(OmegaConf.structured(train_cfg), out / "config.yaml")  # resolved: ALE/Breakout-v5, not ${..}
+
+
+class HeldRunLog:
+    """Holds the records meant for the run's train.log (Hydra's file handler) until
+    :meth:`release`, or drops them with :meth:`discard`."""
+
+    def __init__(self):
+        root = logging.getLogger()
+        self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        self.memory = logging.handlers.MemoryHandler(capacity=10**6, flushLevel=logging.CRITICAL + 1)
+        self.released = False
+        for handler in self.files:
+            root.removeHandler(handler)
+        root.addHandler(self.memory)
+
+    def release(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.memory)
+        for handler in self.files:
+            root.addHandler(handler)
+            for record in self.memory.buffer:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+        self.memory.buffer.clear()
+        self.released = True
+
+    def discard(self) -> None:
+        logging.getLogger().removeHandler(self.memory)
+        self.memory.buffer.clear()
+
+
+def remove_if_empty(run_dir: Path) -> None:
+    """Remove the run dir Hydra made for input that was refused (only if nothing is in it)."""
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
