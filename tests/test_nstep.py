@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
+from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
 
 GAMMA = 0.5
@@ -80,7 +80,7 @@ def make(kind, n_step, frame_stack=1, capacity=3 * 64, num_envs=3, seed=0):
     kw = dict(capacity=capacity, num_envs=num_envs, frame_shape=(1,), frame_dtype=np.float32,
               frame_stack=frame_stack, n_step=n_step, gamma=GAMMA, seed=seed)  # fmt: skip
     if kind == "prioritized":
-        return PrioritizedReplayBuffer(alpha=0.6, eps=1e-6, branching=4, top_size=2, **kw)
+        return ReplayBuffer(**kw, sampler=PrioritizedSampler(alpha=0.6, eps=1e-6, branching=4, top_size=2))
     return ReplayBuffer(**kw)
 
 

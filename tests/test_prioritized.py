@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 from helpers import compose
 
-from dqn_cli.replay.prioritized import (
-    PRIORITY_BYTES_PER_SLOT,
-    MinTree,
-    PrioritizedReplayBuffer,
-    SumTree,
-    last_write_wins,
-)
+from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
+from dqn_cli.replay.sum_tree import PRIORITY_BYTES_PER_SLOT, MinTree, SumTree, last_write_wins
 
 SHAPES = [  # capacity, branching, top_size: powers of two and not, one level and many
     (1, 32, 1024),
@@ -162,21 +157,22 @@ def fill(buffer, steps: int, episode_len=None, rng=None, value_offset=0):
                    final_obs=obs if ended.any() else None)  # fmt: skip
 
 
-def consistent(buffer: PrioritizedReplayBuffer) -> None:
+def consistent(buffer: ReplayBuffer) -> None:
     """Positive priority exactly on the valid slots; the min tree mirrors it; the count matches."""
     valid = buffer.valid.reshape(-1)
-    q = buffer.priorities()
+    q = buffer.sampler.priorities()
     np.testing.assert_array_equal(q > 0, valid)
-    np.testing.assert_array_equal(buffer._min.leaves, np.where(valid, q, np.inf))
+    np.testing.assert_array_equal(buffer.sampler.min_tree.leaves, np.where(valid, q, np.inf))
     assert len(buffer) == valid.sum() == np.count_nonzero(q)
-    assert buffer._sum.total == pytest.approx(q.sum(), rel=1e-12)
+    assert buffer.sampler.sum_tree.total == pytest.approx(q.sum(), rel=1e-12)
 
 
 def per(capacity=64, num_envs=1, alpha=0.6, eps=1e-6, **kw):
     """A small buffer; its trees are small-branching so every level of the descent is exercised."""
+    tree = {"branching": kw.pop("branching", 4), "top_size": kw.pop("top_size", 2)}
     kw = {"frame_shape": (1,), "frame_dtype": np.float32, "frame_stack": 1, "n_step": 1, "gamma": 0.9,
-          "seed": 0, "branching": 4, "top_size": 2, **kw}  # fmt: skip
-    return PrioritizedReplayBuffer(capacity, num_envs, alpha=alpha, eps=eps, **kw)
+          "seed": 0, **kw}  # fmt: skip
+    return ReplayBuffer(capacity, num_envs, **kw, sampler=PrioritizedSampler(alpha=alpha, eps=eps, **tree))
 
 
 def test_importance_weights_by_hand():
@@ -186,7 +182,7 @@ def test_importance_weights_by_hand():
     fill(buf, 4)  # slots 0, 1, 2 have their next observation: valid
     assert np.flatnonzero(buf.valid[0]).tolist() == [0, 1, 2]
     buf.update_priorities(np.array([0, 1, 2]), np.array([0.0, -1.0, 3.0], dtype=np.float32))
-    np.testing.assert_allclose(buf.probabilities([0, 1, 2]), [1 / 7, 2 / 7, 4 / 7])
+    np.testing.assert_allclose(buf.sampler.probabilities([0, 1, 2]), [1 / 7, 2 / 7, 4 / 7])
     batch = buf.sample(3000, beta=0.5)
     hand = {0: 1.0, 1: 1 / math.sqrt(2), 2: 0.5}
     for i, w in zip(batch.indices.tolist(), batch.weights.tolist()):
@@ -207,7 +203,7 @@ def test_importance_weights_formula_random():
     valid = np.flatnonzero(buf.valid.reshape(-1))
     buf.update_priorities(valid, rng.standard_normal(valid.size) * 3)
     batch = buf.sample(64, beta=0.4)
-    p = (np.abs(buf.priorities()) ** (1 / 0.7))[valid]  # |delta| + eps back from p**alpha
+    p = (np.abs(buf.sampler.priorities()) ** (1 / 0.7))[valid]  # |delta| + eps back from p**alpha
     P = p**0.7 / (p**0.7).sum()
     N = valid.size
     w_all = (N * P) ** -0.4
@@ -222,11 +218,11 @@ def test_sampling_frequencies_match_priorities_chi_square():
     valid = np.flatnonzero(buf.valid.reshape(-1))
     assert valid.size == 2 * 39
     buf.update_priorities(valid, rng.exponential(size=valid.size) * rng.integers(1, 10, size=valid.size))
-    P = buf.probabilities(valid)
+    P = buf.sampler.probabilities(valid)
     draws, batch_size = 250, 256
     counts = np.zeros(buf.valid.size)
     for _ in range(draws):
-        idx, _ = buf._sample_indices(batch_size)
+        idx, _ = buf.sampler.draw(buf.rng, batch_size)
         counts += np.bincount(idx, minlength=counts.size)
     assert counts[~buf.valid.reshape(-1)].sum() == 0
     n = draws * batch_size
@@ -251,15 +247,15 @@ def _chi2_ppf(q: float, df: int) -> float:
 def test_new_transitions_get_max_priority():
     buf = per(capacity=16, alpha=0.5, eps=0.0001)
     fill(buf, 3)
-    assert buf.priorities([0, 1]).tolist() == [1.0, 1.0]  # the initial max priority is 1
+    assert buf.sampler.priorities([0, 1]).tolist() == [1.0, 1.0]  # the initial max priority is 1
     buf.update_priorities(np.array([0, 1]), np.array([0.5, 4.0]))
-    assert buf.max_priority == pytest.approx(4.0001)
+    assert buf.sampler.max_priority == pytest.approx(4.0001)
     fill(buf, 2, value_offset=3)  # slots 2 and 3 become valid
-    np.testing.assert_allclose(buf.priorities([2, 3]), [4.0001**0.5] * 2)
+    np.testing.assert_allclose(buf.sampler.priorities([2, 3]), [4.0001**0.5] * 2)
     buf.update_priorities(np.array([1]), np.array([0.1]))  # smaller errors keep the max
-    assert buf.max_priority == pytest.approx(4.0001)
+    assert buf.sampler.max_priority == pytest.approx(4.0001)
     fill(buf, 1, value_offset=5)
-    assert buf.priorities([4]) == pytest.approx(4.0001**0.5)
+    assert buf.sampler.priorities([4]) == pytest.approx(4.0001**0.5)
     consistent(buf)
 
 
@@ -274,12 +270,12 @@ def test_overwritten_slots_never_sampled_and_stale_updates_ignored():
         assert buf.valid[envs, slots].all()
         fill(buf, 10, rng=rng, value_offset=1000 + round_ * 7)  # overwrites some sampled slots
         stale = ~buf.valid.reshape(-1)[batch.indices]
-        after_fill = buf.priorities()
+        after_fill = buf.sampler.priorities()
         buf.update_priorities(batch.indices, np.full(32, 50.0))
-        q = buf.priorities()
+        q = buf.sampler.priorities()
         assert (q[batch.indices[stale]] == 0).all()  # not revived
         fresh = batch.indices[~stale]
-        np.testing.assert_allclose(q[fresh], (50.0 + buf.eps) ** buf.alpha)
+        np.testing.assert_allclose(q[fresh], (50.0 + buf.sampler.eps) ** buf.sampler.alpha)
         untouched = np.setdiff1d(np.arange(q.size), fresh)
         np.testing.assert_array_equal(q[untouched], after_fill[untouched])
         consistent(buf)
@@ -289,9 +285,9 @@ def test_non_finite_errors_are_skipped():
     buf = per(capacity=16)
     fill(buf, 5)
     buf.update_priorities(np.array([0, 1, 2]), np.array([np.nan, np.inf, 2.0]))
-    q = buf.priorities([0, 1, 2])
+    q = buf.sampler.priorities([0, 1, 2])
     assert q[0] == 1.0 and q[1] == 1.0 and q[2] == pytest.approx((2.0 + 1e-6) ** 0.6)
-    assert math.isfinite(buf._sum.total) and buf.max_priority == pytest.approx(2.0 + 1e-6)
+    assert math.isfinite(buf.sampler.sum_tree.total) and buf.sampler.max_priority == pytest.approx(2.0 + 1e-6)
 
 
 def test_rounding_at_the_top_redraws_onto_valid_slots():
@@ -311,7 +307,7 @@ def test_rounding_at_the_top_redraws_onto_valid_slots():
     buf = per(capacity=64)
     fill(buf, 10)  # slots 0..8 valid, 9..63 empty
     buf.rng = TopHeavy()
-    idx, q = buf._sample_indices(4)
+    idx, q = buf.sampler.draw(buf.rng, 4)
     assert (q > 0).all() and buf.valid.reshape(-1)[idx].all()
 
 
@@ -328,7 +324,9 @@ def test_several_envs_with_atari_frames(tree):
     assert ((batch.weights > 0) & (batch.weights <= 1)).all()
     buf.update_priorities(batch.indices, np.linspace(0, 3, 32))
     consistent(buf)
-    assert buf.nbytes == ReplayBuffer.nbytes.fget(buf) + buf._sum.nbytes + buf._min.nbytes
+    rings = sum(a.nbytes for a in (buf.frames, buf.actions, buf.rewards, buf.terminated, buf.truncated, buf.final,
+                                   buf.valid, buf.pos))  # fmt: skip
+    assert buf.nbytes == rings + buf.sampler.sum_tree.nbytes + buf.sampler.min_tree.nbytes
 
 
 def test_state_dict_round_trip():
@@ -341,8 +339,8 @@ def test_state_dict_round_trip():
     assert all(isinstance(v, np.ndarray) for v in state.values())
     b = per(capacity=3 * 30, num_envs=3, n_step=2, seed=99)
     b.load_state_dict({k: np.array(v) for k, v in state.items()})
-    np.testing.assert_array_equal(a.priorities(), b.priorities())
-    assert b.max_priority == a.max_priority and len(b) == len(a) and b.beta == a.beta
+    np.testing.assert_array_equal(a.sampler.priorities(), b.sampler.priorities())
+    assert b.sampler.max_priority == a.sampler.max_priority and len(b) == len(a) and b.sampler.beta == a.sampler.beta
     consistent(b)
     x, y = a.sample(16), b.sample(16)
     np.testing.assert_array_equal(x.indices, y.indices)
@@ -352,7 +350,7 @@ def test_state_dict_round_trip():
     uniform_state = {k: v for k, v in state.items() if not k.startswith("per_")}
     c.load_state_dict(uniform_state)
     consistent(c)
-    assert set(np.unique(c.priorities()[c.valid.reshape(-1)])) == {1.0}
+    assert set(np.unique(c.sampler.priorities()[c.valid.reshape(-1)])) == {1.0}
 
 
 def test_bytes_per_slot_and_build_replay():
@@ -360,11 +358,11 @@ def test_bytes_per_slot_and_build_replay():
     from dqn_cli.replay.storage import slot_bytes
 
     buf = per(capacity=2**16, num_envs=4, branching=32, top_size=1024)
-    assert buf._sum.nbytes + buf._min.nbytes <= PRIORITY_BYTES_PER_SLOT * 2**16
+    assert buf.sampler.sum_tree.nbytes + buf.sampler.min_tree.nbytes <= PRIORITY_BYTES_PER_SLOT * 2**16
     cfg = compose("replay=prioritized", "replay.capacity=4000", "replay.alpha=0.5")
     spec = SimpleNamespace(frame_shape=(4,), frame_dtype=np.float32, frame_stack=1)
     replay = build_replay(cfg, spec)
-    assert isinstance(replay, PrioritizedReplayBuffer) and replay.alpha == 0.5
+    assert isinstance(replay.sampler, PrioritizedSampler) and replay.sampler.alpha == 0.5
     assert estimate_replay_bytes(cfg, spec) == (slot_bytes((4,), np.float32) + PRIORITY_BYTES_PER_SLOT) * 4000
 
 

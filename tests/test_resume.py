@@ -217,12 +217,12 @@ def test_checkpoint_replay_round_trip(tmp_path):
 # ------------------------------------------------- the buffer meets resumed envs
 def _chain_buffer(kind: str, num_envs=2, frame_stack=2, n_step=3, capacity=120):
     """A buffer whose frames are [episode id, t]: any stack or window that mixes episodes shows."""
-    from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
+    from dqn_cli.replay.samplers import PrioritizedSampler, UniformSampler
     from dqn_cli.replay.storage import ReplayBuffer
 
-    cls = PrioritizedReplayBuffer if kind == "prioritized" else ReplayBuffer
-    extra = {"alpha": 0.6, "eps": 1e-6} if kind == "prioritized" else {}
-    return cls(capacity, num_envs, (2,), np.float32, frame_stack=frame_stack, n_step=n_step, gamma=0.5, **extra)
+    sampler = PrioritizedSampler(alpha=0.6, eps=1e-6) if kind == "prioritized" else UniformSampler()
+    return ReplayBuffer(capacity, num_envs, (2,), np.float32, frame_stack=frame_stack, n_step=n_step, gamma=0.5,
+                        sampler=sampler)  # fmt: skip
 
 
 def _play(buf, stacker, episode_ids, steps, start_t=0):

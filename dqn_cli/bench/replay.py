@@ -2,7 +2,7 @@
 
 Measures, in one process on this machine:
 
-* ``per_sample_update_us``: :class:`~dqn_cli.replay.prioritized.PrioritizedReplayBuffer`
+* ``per_sample_update_us``: :class:`~dqn_cli.replay.samplers.PrioritizedSampler`
   ``sample(32, beta)`` + ``update_priorities`` of the 32 at capacity 2**20, with
   1-float frames so the trees dominate (``per_tree_only_us``: the same without
   building the batch of transitions);
@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from dqn_cli.replay.prioritized import PrioritizedReplayBuffer
+from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.runtime import available_memory_bytes
 
@@ -152,9 +152,10 @@ def fill_synthetic(buffer: ReplayBuffer, seed: int = 0) -> None:
     buffer.valid[:, L - n :] = False  # their n-step window is not complete yet
     buffer.valid[:, : S - 1] = False  # their frame history was overwritten
     buffer.transitions_added = E * L
-    if isinstance(buffer, PrioritizedReplayBuffer):
-        q = np.where(buffer.valid.reshape(-1), rng.random(E * L) * 2.0 + 1e-3, 0.0) ** buffer.alpha
-        buffer.restore_priorities(q)
+    buffer.num_valid = int(np.count_nonzero(buffer.valid))
+    if isinstance(buffer.sampler, PrioritizedSampler):
+        q = np.where(buffer.valid.reshape(-1), rng.random(E * L) * 2.0 + 1e-3, 0.0) ** buffer.sampler.alpha
+        buffer.sampler.validity_reset(buffer.valid.reshape(-1), q)
 
 
 def time_us(fn: Callable[[], object], number: int, repeat: int) -> tuple[float, float]:
@@ -197,8 +198,8 @@ def run(quick: bool = False) -> dict:
         return td_pool[k[0]]
 
     # --- prioritized, 1-float frames: the trees' cost
-    per = PrioritizedReplayBuffer(PER_CAPACITY, NUM_ENVS, (1,), np.float32, frame_stack=1, n_step=1,
-                                  gamma=0.99, seed=0, alpha=0.6, eps=1e-6)  # fmt: skip
+    per = ReplayBuffer(PER_CAPACITY, NUM_ENVS, (1,), np.float32, frame_stack=1, n_step=1, gamma=0.99, seed=0,
+                       sampler=PrioritizedSampler(alpha=0.6, eps=1e-6))  # fmt: skip
     fill_synthetic(per)
 
     def per_sample_update():
@@ -206,8 +207,8 @@ def run(quick: bool = False) -> dict:
         per.update_priorities(batch.indices, next_td())
 
     def per_tree_only():
-        idx, q = per._sample_indices(BATCH)
-        weights = np.power(per._min.min() / q, 0.5, dtype=np.float32)
+        idx, q = per.sampler.draw(per.rng, BATCH)
+        weights = np.power(per.sampler.min_tree.min() / q, 0.5, dtype=np.float32)
         per.update_priorities(idx, next_td())
         return weights
 
@@ -217,8 +218,8 @@ def run(quick: bool = False) -> dict:
              ("  the same, trees only (no batch of transitions)", PER_CAPACITY, per_tree_t)]  # fmt: skip
 
     # --- BASELINE: labml-style per-item Python segment tree, same priorities, same gather
-    base = PythonSegmentTreeBaseline(PER_CAPACITY, alpha=per.alpha)
-    base.load(per.priorities())
+    base = PythonSegmentTreeBaseline(PER_CAPACITY, alpha=per.sampler.alpha)
+    base.load(per.sampler.priorities())
     L = per.slots
 
     def python_sample_update():
@@ -257,8 +258,8 @@ def run(quick: bool = False) -> dict:
     uniform = ReplayBuffer(capacity, NUM_ENVS, (84, 84), np.uint8, frame_stack=4, n_step=1)
     fill_synthetic(uniform)
     uniform_t = time_us(lambda: uniform.sample(BATCH), number, repeat)
-    per_atari = PrioritizedReplayBuffer(capacity, NUM_ENVS, (84, 84), np.uint8, frame_stack=4, n_step=1,
-                                        alpha=0.6, eps=1e-6)  # fmt: skip
+    per_atari = ReplayBuffer(capacity, NUM_ENVS, (84, 84), np.uint8, frame_stack=4, n_step=1,
+                             sampler=PrioritizedSampler(alpha=0.6, eps=1e-6))  # fmt: skip
     per_atari.frames = uniform.frames  # the same frames: no second copy in memory
     fill_synthetic(per_atari)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dqn_cli.replay.prioritized import PRIORITY_BYTES_PER_SLOT, PrioritizedReplayBuffer
+from dqn_cli.replay.samplers import PrioritizedSampler, UniformSampler
 from dqn_cli.replay.storage import ReplayBuffer, slot_bytes
+from dqn_cli.replay.sum_tree import PRIORITY_BYTES_PER_SLOT
 from dqn_cli.runtime import int_seed
 
 
@@ -18,7 +19,8 @@ def estimate_replay_bytes(cfg, spec) -> int:
 def build_replay(cfg, spec) -> ReplayBuffer:
     """The replay buffer the config asks for (cfg: TrainConfig, spec: spec.EnvSpec)."""
     r = cfg.replay
-    kwargs = dict(
+    prioritized = r.name == "prioritized"
+    return ReplayBuffer(
         capacity=r.capacity,
         num_envs=cfg.env.num_envs,
         frame_shape=spec.frame_shape,
@@ -27,7 +29,5 @@ def build_replay(cfg, spec) -> ReplayBuffer:
         n_step=r.n_step,
         gamma=cfg.gamma,
         seed=int_seed(cfg.seed, "replay"),
+        sampler=PrioritizedSampler(alpha=r.alpha, eps=r.eps) if prioritized else UniformSampler(),
     )
-    if r.name == "prioritized":
-        return PrioritizedReplayBuffer(alpha=r.alpha, eps=r.eps, **kwargs)
-    return ReplayBuffer(**kwargs)

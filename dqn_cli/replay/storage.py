@@ -43,6 +43,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from dqn_cli.config import ConfigError
+from dqn_cli.replay.samplers import Sampler, UniformSampler
 
 
 class Batch(NamedTuple):
@@ -98,6 +99,7 @@ class ReplayBuffer:
         n_step: int = 1,
         gamma: float = 0.99,
         seed: int = 0,
+        sampler: Sampler | None = None,
     ):
         self.num_envs = E = int(num_envs)
         self.slots = L = int(capacity) // E
@@ -124,6 +126,9 @@ class ReplayBuffer:
         self.episode_pos = np.zeros(E, dtype=np.int32)  # pos of the next observation written
         self._powers = (self.gamma ** np.arange(self.n_step + 1)).astype(np.float32)
         self.transitions_added = 0
+        self.num_valid = 0
+        self.sampler = UniformSampler() if sampler is None else sampler
+        self.sampler.attach(E * L)
 
     # ---------------------------------------------------------------- writing
     def add(
@@ -228,52 +233,38 @@ class ReplayBuffer:
             self._set_valid(envs[ready], t[ready], True)
 
     def _set_valid(self, envs: np.ndarray, slots: np.ndarray, value: bool) -> None:
+        """Mark slots valid or not; the sampler hears of the distinct slots that changed."""
+        envs = np.asarray(envs, dtype=np.int64)
+        slots = np.asarray(slots, dtype=np.int64)
+        changed = self.valid[envs, slots] != value
+        if not changed.any():
+            return
+        if not changed.all():
+            envs, slots = envs[changed], slots[changed]
+        flat = envs * self.slots + slots
+        if flat.size > 1 and not (envs[1:] > envs[:-1]).all():  # callers pass distinct envs, else dedupe
+            flat = np.unique(flat)
+            envs, slots = np.divmod(flat, self.slots)
         self.valid[envs, slots] = value
+        self.num_valid += flat.size if value else -flat.size
+        self.sampler.validity_changed(flat, value)
 
     # --------------------------------------------------------------- sampling
     def __len__(self) -> int:
         """Transitions that may be sampled now."""
-        return int(np.count_nonzero(self.valid))  # ~10x faster than valid.sum() on a bool array
+        return self.num_valid
 
     def can_sample(self, batch_size: int) -> bool:
         return len(self) >= batch_size
 
     def sample(self, batch_size: int, beta: float | None = None) -> Batch:
-        """``batch_size`` transitions drawn uniformly (with replacement) from the valid slots.
+        """``batch_size`` transitions drawn by the sampler (with replacement) from the valid slots.
 
-        ``beta`` is the prioritized buffer's importance-weight exponent; ignored here.
+        ``beta``: the importance-weight exponent of prioritized sampling (None: its last one).
         """
-        envs, slots = self._sample_uniform(batch_size)
-        weights = np.ones(batch_size, dtype=np.float32)
+        flat, weights = self.sampler.sample(self, int(batch_size), beta)
+        envs, slots = np.divmod(flat, self.slots)
         return self._gather(envs, slots, weights)
-
-    def _sample_uniform(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Uniform over valid slots: draw in each env's possibly-valid age range, redraw the rest.
-
-        (Rejection keeps the draw uniform over the valid slots whatever the proposal range covers.)
-        """
-        L, n = self.slots, self.n_step
-        # ages (0 = oldest) 0 .. size-n-1 may be valid (the n newest lack a complete window); the few
-        # invalid ones among them (final slots, stacks cut by the overwrite front) are redrawn
-        counts = np.maximum(self.size - n, 0)
-        total = int(counts.sum())
-        if total == 0 or not self.valid.any():
-            raise RuntimeError("replay buffer has no transition to sample yet")
-        cum = np.cumsum(counts)
-        envs = np.empty(batch_size, dtype=np.int64)
-        slots = np.empty(batch_size, dtype=np.int64)
-        todo = np.arange(batch_size)
-        for _ in range(1000):
-            u = self.rng.integers(0, total, size=todo.size)
-            e = np.searchsorted(cum, u, side="right")
-            age = u - (cum[e] - counts[e])
-            s = (self.head[e] - self.size[e] + age) % L
-            ok = self.valid[e, s]
-            envs[todo[ok]], slots[todo[ok]] = e[ok], s[ok]
-            todo = todo[~ok]
-            if todo.size == 0:
-                return envs, slots
-        raise RuntimeError("replay sampling found too few valid transitions")
 
     def stacked(self, envs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         """Rebuild the stacked observations of ``slots``: (B, S, *frame_shape)."""
@@ -319,18 +310,19 @@ class ReplayBuffer:
         )
 
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
-        """Uniform replay ignores priorities."""
+        """The TD errors of a sampled batch (``Batch.indices``): priorities, for a prioritized sampler."""
+        self.sampler.update_priorities(self, indices, td_errors)
 
     def metrics(self) -> dict[str, float]:
-        """Scalars for TensorBoard (the prioritized buffer reports its statistics)."""
-        return {}
+        """Scalars for TensorBoard (a prioritized sampler reports its statistics)."""
+        return self.sampler.metrics()
 
     # ------------------------------------------------------------ reporting
     @property
     def nbytes(self) -> int:
         arrays = (self.frames, self.actions, self.rewards, self.terminated, self.truncated,
                   self.final, self.valid, self.pos)  # fmt: skip
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(a.nbytes for a in arrays)) + self.sampler.nbytes
 
     @property
     def bytes_per_transition(self) -> float:
@@ -345,6 +337,7 @@ class ReplayBuffer:
         state = {name: getattr(self, name) for name in self._ARRAYS}
         state["transitions_added"] = np.array(self.transitions_added)
         state["rng_state"] = np.frombuffer(repr(self.rng.bit_generator.state).encode(), dtype=np.uint8)
+        state.update(self.sampler.state_dict())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -359,3 +352,5 @@ class ReplayBuffer:
         import ast
 
         self.rng.bit_generator.state = ast.literal_eval(bytes(state["rng_state"]).decode())
+        self.num_valid = int(np.count_nonzero(self.valid))
+        self.sampler.load_state_dict(state, self.valid.reshape(-1))

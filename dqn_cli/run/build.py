@@ -23,6 +23,7 @@ from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
 from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
 from dqn_cli.replay.build import build_replay, estimate_replay_bytes
+from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.metrics import RunLogger, use_progress_bar
@@ -51,7 +52,7 @@ class Run:
     device: torch.device
     envs: VectorEnv
     agent: DQNAgent
-    replay: object  # replay.storage.ReplayBuffer or replay.prioritized.PrioritizedReplayBuffer
+    replay: ReplayBuffer
     epsilon: Callable[[int], float]  # env step -> exploration rate
     beta: Callable[[int], float]  # env step -> PER importance exponent
     learning_rate: Callable[[int], float]  # env step -> optimizer lr
