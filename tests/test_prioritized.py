@@ -398,3 +398,25 @@ def test_bench_baseline_agrees_with_the_trees():
     assert len(buf) == 4 * (64 - 3 - 3)
     batch = buf.sample(32, beta=0.5)
     assert batch.obs.shape == (32, 4, 1)
+
+
+@pytest.mark.parametrize("capacity", [1, 5, 1000, 4099])
+def test_bench_binary_trees_match_cumsum(capacity):
+    """The benchmark's vectorised binary trees (the simpler design the K-ary trees are measured
+    against) answer as np.cumsum does: totals, minima, and draws landing by prefix sums."""
+    from dqn_cli.bench.replay import VectorisedBinaryTrees
+
+    rng = np.random.default_rng(capacity)
+    q = rng.random(capacity) * (rng.random(capacity) > 0.3)
+    q[0] = 0.5  # at least one positive leaf
+    trees = VectorisedBinaryTrees(capacity)
+    trees.load(q)
+    idx = rng.choice(capacity, size=min(capacity, 7), replace=False)
+    q[idx] = rng.random(idx.size) + 0.01
+    trees.update(idx, q[idx])
+    assert trees.sums[1] == pytest.approx(q.sum(), rel=1e-12)
+    assert trees.mins[1] == q[q > 0].min()
+    draws, found = trees.draw(np.random.default_rng(0), 64)
+    u = (np.arange(64) + np.random.default_rng(0).random(64)) * (q.sum() / 64)
+    np.testing.assert_array_equal(draws, np.searchsorted(np.cumsum(q), u, side="right"))
+    np.testing.assert_array_equal(found, q[draws])

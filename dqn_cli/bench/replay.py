@@ -9,6 +9,8 @@ Measures, in one process on this machine:
 * ``python_segment_tree_sample_update_us``: the same work with the BASELINE
   below, a per-item pure-Python segment tree as in labml's DQN, on the same
   priorities, building the batch with the same ``_gather``; and the speedup;
+* ``binary_tree_only_us``: the trees-only work on vectorised binary trees (Dopamine's layout,
+  one numpy step per level), the simpler design the K-ary trees must beat by 1.5x to be kept;
 * ``uniform_sample_us``: uniform ``sample(32)`` of stacked Atari transitions
   (84x84 uint8 frames, stack 4) at capacity 2**20 (7.4 GB; ``quick`` uses
   2**16, reported as ``capacity``), and PER on the same frames;
@@ -31,6 +33,7 @@ import numpy as np
 
 from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
+from dqn_cli.replay.sum_tree import last_write_wins
 from dqn_cli.runtime import available_memory_bytes
 
 BATCH = 32
@@ -38,6 +41,52 @@ PER_CAPACITY = 2**20
 ATARI_CAPACITY = 2**20
 QUICK_ATARI_CAPACITY = 2**16
 NUM_ENVS = 4
+
+
+# --------------------------------------------------------------------------- BASELINE 2
+class VectorisedBinaryTrees:
+    """BASELINE for comparison only: binary sum and min trees in one flat array each, as Dopamine's
+    ``sum_tree.py`` lays them out, with every operation vectorised over the batch (one numpy step
+    per level: 20 dependent steps at capacity 2**20, where the K-ary trees take 2 under a top)."""
+
+    def __init__(self, capacity: int):
+        self.depth = max(1, (capacity - 1).bit_length())
+        self.capacity = 1 << self.depth  # leaves at [capacity, 2 * capacity)
+        self.sums = np.zeros(2 * self.capacity)
+        self.mins = np.full(2 * self.capacity, np.inf)
+
+    def load(self, q: np.ndarray) -> None:
+        """Leaves from ``q`` (0 for empty), then every level."""
+        n = q.size
+        self.sums[self.capacity : self.capacity + n] = q
+        self.mins[self.capacity : self.capacity + n] = np.where(q > 0, q, np.inf)
+        for level in range(self.depth - 1, -1, -1):
+            lo, hi = 1 << level, 2 << level
+            self.sums[lo:hi] = self.sums[2 * lo : 2 * hi : 2] + self.sums[2 * lo + 1 : 2 * hi : 2]
+            self.mins[lo:hi] = np.minimum(self.mins[2 * lo : 2 * hi : 2], self.mins[2 * lo + 1 : 2 * hi : 2])
+
+    def update(self, idx: np.ndarray, q: np.ndarray) -> None:
+        """Leaves ``idx`` (distinct) set to ``q``, then their ancestors, one level at a time."""
+        node = idx + self.capacity
+        self.sums[node] = q
+        self.mins[node] = q
+        for _ in range(self.depth):
+            node >>= 1
+            left = 2 * node
+            self.sums[node] = self.sums[left] + self.sums[left + 1]
+            self.mins[node] = np.minimum(self.mins[left], self.mins[left + 1])
+
+    def draw(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stratified proportional draws: leaf ids and their q, descending one level per step."""
+        u = (np.arange(batch_size) + rng.random(batch_size)) * (self.sums[1] / batch_size)
+        node = np.ones(batch_size, dtype=np.int64)
+        for _ in range(self.depth):
+            node <<= 1
+            left = self.sums[node]
+            right = u >= left
+            u -= left * right
+            node += right
+        return node - self.capacity, self.sums[node]
 
 
 # --------------------------------------------------------------------------- BASELINE
@@ -217,6 +266,22 @@ def run(quick: bool = False) -> dict:
     rows += [("PER sample(32) + update_priorities(32), 1-float frames", PER_CAPACITY, per_t),
              ("  the same, trees only (no batch of transitions)", PER_CAPACITY, per_tree_t)]  # fmt: skip
 
+    # --- BASELINE 2: vectorised binary trees (Dopamine's layout), the same trees-only work
+    binary = VectorisedBinaryTrees(PER_CAPACITY)
+    binary.load(per.sampler.priorities())
+    alpha = per.sampler.alpha
+
+    def binary_tree_only():
+        idx, q = binary.draw(per.rng, BATCH)
+        weights = np.power(binary.mins[1] / q, 0.5, dtype=np.float32)
+        idx, p = last_write_wins(idx, np.abs(next_td()).astype(np.float64) + 1e-6)
+        binary.update(idx, p**alpha)
+        return weights
+
+    binary_tree_t = time_us(binary_tree_only, number, repeat)
+    rows += [("BASELINE vectorised binary trees (Dopamine's layout), trees only", PER_CAPACITY, binary_tree_t)]
+    binary = None
+
     # --- BASELINE: labml-style per-item Python segment tree, same priorities, same gather
     base = PythonSegmentTreeBaseline(PER_CAPACITY, alpha=per.sampler.alpha)
     base.load(per.sampler.priorities())
@@ -288,6 +353,8 @@ def run(quick: bool = False) -> dict:
         "python_segment_tree_tree_only_us": round(py_tree_t[0], 1),
         "speedup_vs_python_segment_tree": round(py_t[0] / per_t[0], 1),
         "speedup_trees_only": round(py_tree_t[0] / per_tree_t[0], 1),
+        "binary_tree_only_us": round(binary_tree_t[0], 1),
+        "speedup_trees_only_vs_binary": round(binary_tree_t[0] / per_tree_t[0], 2),
         "uniform_sample_us": round(uniform_t[0], 1),
         "uniform_sample_cpu_us": round(uniform_t[1], 1),
         "per_atari_sample_update_us": round(per_atari_t[0], 1),
@@ -315,7 +382,8 @@ def _print_table(rows, result) -> None:
     for name, cap, (wall, cpu) in rows:
         print(f"{name:<{width}}  {cap:>11,}  {wall:>10.1f}  {cpu:>9.1f}")
     print(f"PER speedup over the per-item Python segment tree: {result['speedup_vs_python_segment_tree']:.1f}x "
-          f"(trees only {result['speedup_trees_only']:.1f}x); goal: PER sample + update <= 100 us. "
+          f"(trees only {result['speedup_trees_only']:.1f}x); K-ary trees over vectorised binary trees: "
+          f"{result['speedup_trees_only_vs_binary']:.2f}x; goal: PER sample + update <= 100 us. "
           f"{result['timing']}; load average {result['load_average_1min']} on {result['cpu']}")  # fmt: skip
     print(f"replay memory per Atari transition: {result['uniform_bytes_per_transition']:,.0f} B uniform, "
           f"{result['per_bytes_per_transition']:,.0f} B prioritized (stacked obs + next_obs would take "
