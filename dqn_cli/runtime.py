@@ -1,6 +1,6 @@
 """What a run needs from the machine and from its seed: the device, threads, memory, and every random stream.
 
-Seeds (RL_NOTES 21). Every random stream of a run is derived from its one
+Seeds (NumPy's "Parallel random number generation" guide). Every random stream of a run is derived from its one
 ``seed`` through :class:`numpy.random.SeedSequence`, each stream under its own
 spawn key, so two runs with different seeds share no env seed, and within a
 run no stream replays another's numbers (the exploration generator no longer

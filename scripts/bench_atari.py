@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Atari benchmarks for issue 3, on this machine (CPU unless --device says otherwise).
+"""Atari benchmarks on this machine (CPU unless --device says otherwise).
 
 (a) collection: 8 Breakout envs stepped with random actions (the bare vector
     env) vs. with the Nature-CNN policy choosing every action greedily
@@ -52,7 +52,7 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
     cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", num_envs=num_envs, vectorization=backend,
                     frame_stack=4)  # fmt: skip
     spec = describe(cfg)
-    envs = make_vector_env(cfg, num_envs, seed=0, training=True)  # env processes before CUDA (RL_NOTES 4)
+    envs = make_vector_env(cfg, num_envs, seed=0, training=True)  # env processes before CUDA (a forked CUDA context is unusable)
     half = num_envs // 2  # the overlapped arm: two vector envs of half the envs each
     halves = [make_vector_env(cfg, half, seed=0, training=True) for _ in range(2)]
     dev = torch.device(device)

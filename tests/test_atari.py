@@ -1,4 +1,4 @@
-"""Atari (issue 3): game names, the env spec, the three vectorisation backends, the
+"""Atari: game names, the env spec, the three vectorisation backends, the
 training vs evaluation protocols, the env presets, and tiny end-to-end runs of
 `dqn train` / `dqn eval` on Breakout and Pong through the real entrypoint.
 
@@ -63,7 +63,7 @@ def test_describe_reads_the_spec_in_process():
 def test_single_env_is_the_dqn_preprocessing():
     env = make_atari_env(atari_cfg("Breakout", noop_max=0))
     base = env.unwrapped
-    assert base._frameskip == 1 and env.frame_skip == 4  # frame skip in the wrapper (RL_NOTES 8-9)
+    assert base._frameskip == 1 and env.frame_skip == 4  # frame skip in the wrapper
     assert base.ale.getFloat("repeat_action_probability") == 0.0
     obs, info = env.reset(seed=0)
     assert obs.shape == (84, 84) and obs.dtype == np.uint8 and info["lives"] == 5

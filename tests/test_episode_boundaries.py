@@ -1,4 +1,4 @@
-"""Episode boundaries through the real trainer (RL_NOTES 1-2, 13-14).
+"""Episode boundaries through the real trainer.
 
 A deterministic fake env says in its observation which episode and step it
 is; odd episodes terminate, even ones are truncated by a time limit. After a

@@ -1,4 +1,4 @@
-"""Faults and bad input through the real entrypoint (SPEC.md "Faults" and "Bad input"; issue 5):
+"""Faults and bad input through the real entrypoint:
 SIGTERM / Ctrl-C checkpoint and exit, a second Ctrl-C quits at once, an env subprocess that
 dies, NaN loss, a full disk, and bad input refused in one line with nothing left behind."""
 

@@ -1,4 +1,4 @@
-"""Frame-deduplicated replay (RL_NOTES 12-13): the stacks it rebuilds are the stacks the envs produced.
+"""Frame-deduplicated replay: the stacks it rebuilds are the stacks the envs produced.
 
 Two independent references for "what the env actually produced":
 

@@ -1,5 +1,5 @@
 """`dqn train resume=RUN_DIR`: full-state checkpoints, exact resume, TensorBoard continuity,
-and refusals that leave the run untouched (SPEC.md "Faults", "Bad input"; issue 5)."""
+and refusals that leave the run untouched."""
 
 from __future__ import annotations
 

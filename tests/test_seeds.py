@@ -1,4 +1,4 @@
-"""Independent seeds (RL_NOTES 21-22): every stream of a run comes from its seed through
+"""Independent seeds: every stream of a run comes from its seed through
 numpy's SeedSequence, runs with different seeds share no env seed, and every evaluation
 plays fresh start states."""
 
@@ -63,7 +63,7 @@ def test_exploration_does_not_replay_the_initialisation_stream(monkeypatch, tmp_
 
 
 def test_each_evaluation_of_a_run_plays_fresh_start_states(monkeypatch, tmp_path):
-    """The same starts at every evaluation bias best_eval_mean_return upwards (RL_NOTES 22)."""
+    """The same starts at every evaluation bias best_eval_mean_return upwards."""
     calls = []
     real = trainer.evaluate
 

@@ -1,4 +1,4 @@
-"""Sweeps (issue 6): `dqn train --multirun` grids, Optuna, joblib and submitit launchers, the sweep summary.
+"""Sweeps: `dqn train --multirun` grids, Optuna, joblib and submitit launchers, the sweep summary.
 
 The end-to-end tests go through the real entrypoint (`python -m dqn_cli train -m ...`)
 with budgets of a few hundred env steps; every sweep writes under tmp_path.
@@ -28,7 +28,7 @@ def returns(sweep_dir: Path) -> list[float]:
 
 
 def assert_complete_job(job: Path) -> None:
-    """A job dir of a sweep is a full run dir (SPEC: A run directory)."""
+    """A job dir of a sweep is a full run dir."""
     assert (job / ".hydra" / "config.yaml").is_file() and (job / ".hydra" / "overrides.yaml").is_file()
     assert (job / "checkpoints" / "last.pt").is_file()
     assert list((job / "tb").glob("events.out.tfevents.*")), f"no TensorBoard events in {job}"

@@ -1,6 +1,6 @@
 """Atari (ALE) environments: the DQN preprocessing, three vectorisation backends, one protocol.
 
-Every backend produces the same thing (RL_NOTES 7-11):
+Every backend produces the same thing (the protocol of Machado et al. 2018, "Revisiting the ALE", and Mnih et al. 2015):
 
 * single uint8 grayscale frames, ``(screen_size, screen_size)``: the trainer
   stacks frames itself (:class:`dqn_cli.envs.vector.FrameStacker`), so a frame
@@ -40,7 +40,7 @@ sticky_action_prob, noop_max, episodic_life, fire_reset, clip_rewards,
 screen_size, max_episode_frames, full_action_space).
 
 Nothing here runs at import time: ``ale_py`` is imported and registered with
-Gymnasium inside the functions (RL_NOTES 4, 7), so env factories stay
+Gymnasium inside the functions (ale-py's docs: ``gym.register_envs(ale_py)``), so env factories stay
 picklable top-level callables for ``spawn``/``forkserver`` subprocesses.
 """
 
@@ -130,7 +130,7 @@ class _Preprocessing(AtariPreprocessing):
     skip, both the stock wrapper and ale-py return a frame pooled with a stale
     screen; here the final observation is the true final screen, so a
     truncated transition bootstraps from the frame the game really ended on
-    (RL_NOTES 2, 12).
+    (a truncated episode bootstraps from it).
     """
 
     def __init__(self, env: gym.Env, fire_action: int | None = None, max_frames: int = 108_000, **kwargs):
@@ -199,7 +199,7 @@ def make_atari_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     _register_ale()
     _, name = resolve_game(cfg.game)
     kwargs: dict[str, Any] = dict(
-        frameskip=1,  # AtariPreprocessing skips (RL_NOTES 8-9)
+        frameskip=1,  # AtariPreprocessing skips (it needs a frameskip-1 base env)
         repeat_action_probability=float(cfg.sticky_action_prob),
         full_action_space=bool(cfg.full_action_space),
         max_num_frames_per_episode=0,  # no limit in the emulator: the wrapper truncates (as ale-py)

@@ -1,6 +1,6 @@
 """Environments: picklable factories, vector envs, frame stacking, episode statistics.
 
-The trainer drives every backend the same way (RL_NOTES 1-6):
+The trainer drives every backend the same way (Gymnasium 1.x vector envs, ``autoreset_mode``):
 
 * vector envs run with ``autoreset_mode=SAME_STEP``: when an env ends, the
   step returns the *reset* observation and the true final observation sits in
@@ -165,7 +165,7 @@ class FrameStacker:
 
 # --------------------------------------------------------- episode statistics
 class EpisodeStats:
-    """Returns and lengths of the episodes the envs play, counted in the trainer (RL_NOTES 5).
+    """Returns and lengths of the episodes the envs play, counted in the trainer (Gymnasium's vector RecordEpisodeStatistics miscounted under SAME_STEP autoreset in released versions).
 
     ``update(rewards, game_over)`` adds one vector step; it returns the
     (return, length) pairs of the episodes that finished at this step.

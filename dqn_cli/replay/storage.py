@@ -2,7 +2,7 @@
 
 Layout. Each of the ``E`` vector envs owns a ring of ``L = capacity // E``
 slots, so the frames of one env are consecutive in time and frame stacks and
-n-step windows never mix envs (RL_NOTES 13). Slot ``t`` of env ``e`` holds the
+n-step windows never mix envs. Slot ``t`` of env ``e`` holds the
 *newest frame* of the observation the agent acted on, the action, the reward
 and whether the episode ended with that step (``terminated`` / ``truncated``).
 The next observation of slot ``t`` is always slot ``t + 1``:
@@ -10,7 +10,7 @@ The next observation of slot ``t`` is always slot ``t + 1``:
 * inside an episode, slot ``t + 1`` is the next step;
 * when an episode ends, the true final observation is written into an extra
   *final slot* (no action; never sampled as a start), so a truncated
-  transition bootstraps from the real final frame (RL_NOTES 2, 12) and the
+  transition bootstraps from the real final frame and the
   reset observation starts the slot after it.
 
 Each slot also records ``pos``, its index within its episode. A stack of
@@ -18,9 +18,9 @@ Each slot also records ``pos``, its index within its episode. A stack of
 ``s - min(k, pos[s])`` for ``k = S-1 .. 0``: frames before the episode's first
 are replaced by the first (Gymnasium's ``FrameStackObservation`` "reset"
 padding), so no stack mixes two episodes. An 84x84 Atari frame costs 7,056
-bytes once instead of 56,448 for stacked obs and next_obs (RL_NOTES 12).
+bytes once instead of 56,448 for stacked obs and next_obs.
 
-n-step (RL_NOTES 14). For a start slot ``t`` the window is ``t .. t+n-1``,
+n-step (Sutton & Barto 2018, section 7.1; Hessel et al. 2018). For a start slot ``t`` the window is ``t .. t+n-1``,
 cut after the first step that ends the episode (``m <= n`` steps taken)::
 
     R_t = sum_{k<m} gamma**k r_{t+k}

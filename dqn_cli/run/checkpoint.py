@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, keep-last-N, safe loading (RL_NOTES 16-17).
+"""Checkpoints: atomic writes, keep-last-N, safe loading (``torch.load(weights_only=True)``, torch's default since 2.6).
 
 A checkpoint is a dict of tensors, plain containers and numbers only, so it
 loads with ``torch.load(..., weights_only=True)``: a file crafted to run code
@@ -12,7 +12,7 @@ Files in ``run_dir/checkpoints/``::
 
 Every file is written to a temporary name in the same directory, fsynced,
 then ``os.replace``d into place, so a kill -9 at any moment leaves the
-previous complete file (RL_NOTES 17). A write that fails (a full disk)
+previous complete file. A write that fails (a full disk)
 raises :class:`CheckpointWriteError` and leaves the previous files as they were.
 
 ``replay.npz`` is written after the model checkpoint and records the env step

@@ -96,7 +96,7 @@ def _int_or_none(text) -> int | None:
 
 
 def use_progress_bar(mode: str, multirun: bool) -> bool:
-    """auto: a bar only on a terminal and never under multirun (RL_NOTES 18)."""
+    """auto: a bar only on a terminal and never under multirun."""
     if mode == "bar":
         return True
     if mode in ("log", "off"):
@@ -112,7 +112,7 @@ class RunLogger:
         total_steps: the run's env-step budget (for the bar and ETA).
         start_step: env step the run (re)starts from; TensorBoard points at
             from an earlier life of the run after it are purged, so a
-            resumed curve never forks (RL_NOTES 17).
+            resumed curve never forks (TensorBoard's ``purge_step``).
         progress: "bar", "log" or "off" (already resolved from "auto").
     """
 

@@ -1,72 +1,10 @@
 """``dqn train resume=RUN_DIR [total_steps=N]``: continue a run in its own directory.
 
-The run's saved ``.hydra/config.yaml`` is the config; the command line may
-only change what does not alter the experiment (budget, cadences, device,
-display). Anything else that differs is refused with the key named, and a
-refused resume writes nothing: the run directory is left as it was.
-
-What a resumed run continues from (``checkpoints/last.pt``, run.state.capture):
-online and target networks, optimizer, the agent's exploration generator,
-env-step / update / target-update counters (the epsilon and PER-beta
-schedules are functions of the env step, so their position is the step),
-python / numpy / torch (and CUDA) RNG states, episode statistics, wall time
-over all lives of the run, and the config. With ``checkpoint.save_replay=true``
-also the replay buffer (``checkpoints/replay.npz``: its arrays, sampling
-generator and PER priorities), tagged with the env step it was saved at.
-
-Exact resume
-------------
-A resumed run takes the same steps as the uninterrupted one (bitwise equal
-parameters after the same env steps, on CPU with a fixed seed and the same
-``torch_threads``) when all of these hold:
-
-* ``checkpoint.save_replay=true`` and ``replay.npz`` is from the same env step
-  as ``last.pt`` (the trainer warns and starts an empty buffer otherwise);
-* the schedules' horizons are the same: PER's ``replay.beta_steps`` and the
-  learning rate's ``optimizer.lr_decay_steps`` are fixed when a run first
-  starts (its ``total_steps`` unless given), so a run started with 200 steps
-  and resumed to 400 anneals over 200, unlike one started with 400;
-* the envs are Gymnasium classic-control envs (CartPole, Acrobot,
-  MountainCar), on the ``sync`` or ``async`` backend. Their whole simulator
-  state is plain numbers, so it is saved in the checkpoint
-  (:func:`capture_envs`): ``unwrapped.state``, ``steps_beyond_terminated``,
-  the env's ``np_random`` bit-generator state (it draws the next episode's
-  start), ``TimeLimit._elapsed_steps``, and the agent's current stacked
-  observations. On resume the envs are reset, then overwritten with that
-  state (:func:`restore_envs`), so episodes in progress continue where they
-  were and episode statistics continue too.
-
-Otherwise the resume is *continuing but not exact*, and these are the
-reasons, precisely:
-
-* Atari (any backend) and other Gymnasium envs: the emulator / physics state
-  is not plain data (ALE's state lives in C++; ``cloneState`` would need the
-  preprocessing wrappers' no-op RNG, max-pool buffer, life counter and frame
-  counter too, and the ``ale`` backend's threads hold their own state), so
-  it is not saved. The envs start fresh episodes, seeded from the run's seed and the env step (``runtime.STREAMS``)
-  (reproducible, but not the episodes the uninterrupted run would have
-  continued); the partial episodes in progress at the checkpoint are dropped
-  from the statistics, and in a saved buffer they end at the checkpoint as
-  truncated (``ReplayBuffer.resume_episodes``: their newest slot becomes the
-  final observation, so no n-step window or frame stack spans the resume).
-  Everything learned (networks, optimizer, counters, schedules, RNGs, replay
-  when saved) continues exactly; only the env trajectory after the resume
-  differs.
-* Without ``replay.npz`` (or with one from another step than ``last.pt``,
-  after a kill between the two writes) the buffer restarts empty: updates
-  wait until it holds ``batch_size`` transitions (the ones owed meanwhile
-  are dropped, not run in a burst), and every batch differs from the
-  uninterrupted run's. With
-  ``frame_stack > 1`` the episodes that continue first write their stacks'
-  older frames, so the stored stacks are the ones the agent acted on.
-* On CUDA, cuBLAS/cuDNN kernels are not bitwise reproducible run to run, so
-  even an uninterrupted run repeated is not bitwise equal; a resume is as
-  close as that.
-
-TensorBoard: the writer reopens ``tb/`` with ``purge_step`` = the
-checkpoint's env step + 1, so points an earlier life wrote after it (after
-a kill -9, the steps between the last checkpoint and the kill) are dropped
-by TensorBoard and the curve does not fork.
+The run's saved ``.hydra/config.yaml`` is the config; the command line may only change what
+does not alter the experiment (budget, cadences, device, display), and a refused resume
+writes nothing. Classic-control envs are captured in the checkpoint and continue exactly;
+other envs start fresh episodes. What continues, and when a resume is bitwise exact:
+docs/resume.md in the repository.
 """
 
 from __future__ import annotations
