@@ -29,11 +29,12 @@ dev: $(VENV)/.installed-dev
 train: install
 	$(BIN)/dqn train $(ARGS)
 
-test: dev
+test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 lint: dev
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/dqn bench $(ARGS)

@@ -72,7 +72,9 @@ class ReplayConfig:
     alpha: float = 0.6  # priority exponent: P(i) ~ (|delta_i| + eps)**alpha
     beta_start: float = 0.4  # importance-weight exponent at step 0, annealed linearly to beta_end
     beta_end: float = 1.0  # reached at env step beta_steps
-    beta_steps: Optional[int] = None  # env steps of beta's annealing; None = the run's first total_steps (kept on resume)
+    beta_steps: Optional[int] = (
+        None  # env steps of beta's annealing; None = the run's first total_steps (kept on resume)
+    )
     eps: float = 1e-6  # added to |delta| so no transition has zero priority
 
 
@@ -235,8 +237,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(all(h >= 1 for h in n.hidden_sizes), f"network.hidden_sizes must be positive, got {n.hidden_sizes}")
     _check(n.cnn_hidden >= 1, f"network.cnn_hidden must be >= 1, got {n.cnn_hidden}")
     fits = NETWORKS_FOR[e.kind]
-    _check(n.name in fits, f"network={n.name} cannot read {e.kind} observations ({e.label}); "
-                           f"use network={' or network='.join(fits)}")  # fmt: skip
+    _check(
+        n.name in fits,
+        f"network={n.name} cannot read {e.kind} observations ({e.label}); use network={' or network='.join(fits)}",
+    )
     _check(r.name in ("uniform", "prioritized"), f"replay must be uniform or prioritized, got {r.name!r}")
     _check(r.capacity >= 1, f"replay.capacity must be >= 1 transition, got {r.capacity}")
     _check(r.n_step >= 1, f"replay.n_step must be >= 1, got {r.n_step}")
@@ -264,8 +268,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         v = getattr(s, key)
         _check(0.0 <= v <= 1.0, f"schedule.{key} must be in [0, 1], got {v}")
     _check(s.epsilon_decay_steps >= 1, f"schedule.epsilon_decay_steps must be >= 1, got {s.epsilon_decay_steps}")
-    _check(s.name == "piecewise" or not s.points,
-           f"schedule.points is read by schedule=piecewise only; add schedule=piecewise (now schedule={s.name})")
+    _check(
+        s.name == "piecewise" or not s.points,
+        f"schedule.points is read by schedule=piecewise only; add schedule=piecewise (now schedule={s.name})",
+    )
     if s.name == "piecewise":
         pts = s.points
         _check(
@@ -278,8 +284,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(o.name in ("adam", "adamw", "rmsprop"), f"optimizer must be adam, adamw or rmsprop, got {o.name!r}")
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
     _check(o.lr_end is None or o.lr_end >= 0, f"optimizer.lr_end must be >= 0 or null, got {o.lr_end}")
-    _check(o.lr_decay_steps is None or o.lr_decay_steps >= 1,
-           f"optimizer.lr_decay_steps must be >= 1 or null, got {o.lr_decay_steps}")  # fmt: skip
+    _check(
+        o.lr_decay_steps is None or o.lr_decay_steps >= 1,
+        f"optimizer.lr_decay_steps must be >= 1 or null, got {o.lr_decay_steps}",
+    )
     if o.lr_end is not None and o.lr_decay_steps is None:  # fixed now, as replay.beta_steps
         o.lr_decay_steps = cfg.total_steps
     _check(o.eps > 0, f"optimizer.eps must be > 0, got {o.eps}")
@@ -297,7 +305,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(0 < cfg.tau <= 1, f"tau must be in (0, 1], got {cfg.tau}")
     _check(cfg.loss in ("huber", "mse"), f"loss must be huber or mse, got {cfg.loss!r}")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
-    _check(cfg.progress in ("auto", "bar", "log", "off"), f"progress must be auto, bar, log or off, got {cfg.progress!r}")
+    _check(
+        cfg.progress in ("auto", "bar", "log", "off"), f"progress must be auto, bar, log or off, got {cfg.progress!r}"
+    )
     _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
     _check(cfg.eval.episodes >= 0, f"eval.episodes must be >= 0 (0 skips evaluations), got {cfg.eval.episodes}")
     _check(

@@ -75,9 +75,7 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"device={name} but no CUDA device is available; use device=auto or device=cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0..."
-            )
+            raise ConfigError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0...")
     return device
 
 

@@ -49,10 +49,13 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
     from dqn_cli.envs.atari import describe, make_vector_env
     from dqn_cli.envs.vector import FrameStacker
 
-    cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", num_envs=num_envs, vectorization=backend,
-                    frame_stack=4)  # fmt: skip
+    cfg = EnvConfig(
+        name="breakout", kind="atari", game="Breakout", num_envs=num_envs, vectorization=backend, frame_stack=4
+    )
     spec = describe(cfg)
-    envs = make_vector_env(cfg, num_envs, seed=0, training=True)  # env processes before CUDA (a forked CUDA context is unusable)
+    envs = make_vector_env(
+        cfg, num_envs, seed=0, training=True
+    )  # env processes before CUDA (a forked CUDA context is unusable)
     half = num_envs // 2  # the overlapped arm: two vector envs of half the envs each
     halves = [make_vector_env(cfg, half, seed=0, training=True) for _ in range(2)]
     dev = torch.device(device)
@@ -63,8 +66,10 @@ def bench_collection(backend: str, num_envs: int, seconds: float, rounds: int, d
     frames, _ = envs.reset(seed=list(range(num_envs)))
     obs = stacker.reset(frames)
     half_stackers = [FrameStacker(half, spec.frame_stack, spec.frame_shape, spec.frame_dtype) for _ in range(2)]
-    half_obs = [st.reset(h.reset(seed=list(range(g * half, (g + 1) * half)))[0])
-                for g, (st, h) in enumerate(zip(half_stackers, halves))]  # fmt: skip
+    half_obs = [
+        st.reset(h.reset(seed=list(range(g * half, (g + 1) * half)))[0])
+        for g, (st, h) in enumerate(zip(half_stackers, halves))
+    ]
 
     def random_block(budget: float) -> tuple[int, float]:
         steps, start = 0, time.perf_counter()
@@ -146,8 +151,8 @@ def bench_sampling(capacity: int, num_envs: int, batch: int, iters: int, n_step:
     buf.actions[:] = (t % 4).astype(np.int32)
     buf.rewards[:] = (t % 3 == 0).astype(np.float32)
     buf.valid[:] = ~buf.final
-    buf.valid[:, :S - 1] = False  # head = 0: the oldest slots lost their frame history
-    buf.valid[:, L - n_step:] = False  # the newest slots' n-step windows are not complete
+    buf.valid[:, : S - 1] = False  # head = 0: the oldest slots lost their frame history
+    buf.valid[:, L - n_step :] = False  # the newest slots' n-step windows are not complete
     buf.head[:] = 0
     buf.size[:] = L
     buf.transitions_added = L * num_envs
@@ -181,12 +186,25 @@ def bench_end_to_end(total_steps: int, learning_starts: int, backend: str, devic
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         args = [
-            sys.executable, "-m", "dqn_cli", "train", "env=breakout", f"env.vectorization={backend}",
-            f"total_steps={total_steps}", f"learning_starts={learning_starts}", "replay.capacity=50000",
-            "eval.episodes=1", "eval.every=0", "checkpoint.every=0", "env.max_episode_frames=4000",
-            f"device={device}", f"torch_threads={threads}", "progress=log",
-            f"log_every={max(total_steps // 10, 8)}", f"hydra.run.dir={run_dir}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "dqn_cli",
+            "train",
+            "env=breakout",
+            f"env.vectorization={backend}",
+            f"total_steps={total_steps}",
+            f"learning_starts={learning_starts}",
+            "replay.capacity=50000",
+            "eval.episodes=1",
+            "eval.every=0",
+            "checkpoint.every=0",
+            "env.max_episode_frames=4000",
+            f"device={device}",
+            f"torch_threads={threads}",
+            "progress=log",
+            f"log_every={max(total_steps // 10, 8)}",
+            f"hydra.run.dir={run_dir}",
+        ]
         start = time.perf_counter()
         proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - start
@@ -194,8 +212,10 @@ def bench_end_to_end(total_steps: int, learning_starts: int, backend: str, devic
             return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
         summary = json.loads((run_dir / "summary.json").read_text())
     # steady state: the windowed rates the trainer logged once learning had started
-    rates = [(int(m.group(1)), float(m.group(2)))
-             for m in re.finditer(r"step (\d+)/\d+\s+(\d+) steps/s", proc.stdout + proc.stderr)]  # fmt: skip
+    rates = [
+        (int(m.group(1)), float(m.group(2)))
+        for m in re.finditer(r"step (\d+)/\d+\s+(\d+) steps/s", proc.stdout + proc.stderr)
+    ]
     learning = [sps for step, sps in rates if step > learning_starts + total_steps // 10]
     return {
         "backend": backend,
@@ -221,10 +241,14 @@ def main() -> int:
     p.add_argument("--e2e-steps", type=int, default=4000)
     p.add_argument("--e2e-learning-starts", type=int, default=800)
     p.add_argument("--device", default="cpu", help="torch device for the policy / learner (cpu, cuda)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads in this process (0 = torch's default; on few cores shared with env "
-                        "workers, 1 avoids oversubscription: a batch-8 Nature CNN forward takes ~5 ms with 1 "
-                        "thread vs ~28 ms with 2 on a loaded 2-core box)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in this process (0 = torch's default; on few cores shared with env "
+        "workers, 1 avoids oversubscription: a batch-8 Nature CNN forward takes ~5 ms with 1 "
+        "thread vs ~28 ms with 2 on a loaded 2-core box)",
+    )
     a = p.parse_args()
     parts = a.only or ["collect", "sample", "e2e"]
     import torch
@@ -232,13 +256,18 @@ def main() -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     results: dict = {
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch_threads": torch.get_num_threads(), "device": a.device,
-                    "load_avg": [round(x, 2) for x in os.getloadavg()]},  # fmt: skip
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "device": a.device,
+            "load_avg": [round(x, 2) for x in os.getloadavg()],
+        },
     }
     if "collect" in parts:
-        results["collection"] = [bench_collection(b, a.num_envs, a.seconds, a.rounds, a.device)
-                                 for b in ("async", "ale")]  # fmt: skip
+        results["collection"] = [
+            bench_collection(b, a.num_envs, a.seconds, a.rounds, a.device) for b in ("async", "ale")
+        ]
     if "sample" in parts:
         results["sampling"] = [bench_sampling(a.capacity, a.num_envs, 32, a.iters, n) for n in (1, 3)]
     if "e2e" in parts:
@@ -247,23 +276,29 @@ def main() -> int:
 
     print(f"\nmachine: {results['machine']}")
     for r in results.get("collection", []):
-        print(f"collection {r['backend']:>5} x{r['num_envs']}: random {r['random_steps_per_s']:8.1f} steps/s | "
-              f"policy {r['policy_steps_per_s']:8.1f} steps/s | ratio {r['ratio']:.2f} "
-              f"(act {r['act_ms_per_vector_step']:.2f} ms per vector step) | halves overlapped "
-              f"{r['overlapped_steps_per_s']:8.1f} steps/s, ratio {r['overlapped_ratio']:.2f}")  # fmt: skip
+        print(
+            f"collection {r['backend']:>5} x{r['num_envs']}: random {r['random_steps_per_s']:8.1f} steps/s | "
+            f"policy {r['policy_steps_per_s']:8.1f} steps/s | ratio {r['ratio']:.2f} "
+            f"(act {r['act_ms_per_vector_step']:.2f} ms per vector step) | halves overlapped "
+            f"{r['overlapped_steps_per_s']:8.1f} steps/s, ratio {r['overlapped_ratio']:.2f}"
+        )
     for r in results.get("sampling", []):
         if "skipped" in r:
             print(f"sampling: skipped ({r['skipped']})")
         else:
-            print(f"sample({r['batch']}) n_step={r['n_step']} from {r['capacity']:,} slots ({r['gib']} GiB, "
-                  f"{r['bytes_per_transition']} B/transition): median {r['median_us']} us, p90 {r['p90_us']} us")  # fmt: skip
+            print(
+                f"sample({r['batch']}) n_step={r['n_step']} from {r['capacity']:,} slots ({r['gib']} GiB, "
+                f"{r['bytes_per_transition']} B/transition): median {r['median_us']} us, p90 {r['p90_us']} us"
+            )
     for r in results.get("end_to_end", []):
         if "error" in r:
             print(f"end to end: error: {r['error']}")
         else:
-            print(f"end to end Breakout ({r['backend']}, {r['device']}, train_every 4): "
-                  f"{r['summary_env_steps_per_second']} env steps/s overall (summary.json), "
-                  f"{r['learning_env_steps_per_second']} while learning; {r['updates']} updates")  # fmt: skip
+            print(
+                f"end to end Breakout ({r['backend']}, {r['device']}, train_every 4): "
+                f"{r['summary_env_steps_per_second']} env steps/s overall (summary.json), "
+                f"{r['learning_env_steps_per_second']} while learning; {r['updates']} updates"
+            )
     print(json.dumps(results))
     return 0
 

@@ -25,10 +25,18 @@ SOLVED = 475.0
 
 # rl-baselines3-zoo hyperparams/dqn.yml, CartPole-v1
 ZOO = dict(
-    learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
-    target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
-    exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
-)  # fmt: skip
+    learning_rate=2.3e-3,
+    batch_size=64,
+    buffer_size=100_000,
+    learning_starts=1000,
+    gamma=0.99,
+    target_update_interval=10,
+    train_freq=256,
+    gradient_steps=128,
+    exploration_fraction=0.16,
+    exploration_final_eps=0.04,
+    policy_kwargs=dict(net_arch=[256, 256]),
+)
 
 
 def run_sb3(seed: int, steps: int) -> dict:
@@ -51,14 +59,19 @@ def run_dqn(seed: int, extra: list[str]) -> dict:
         start = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "dqn_cli", "train", f"seed={seed}", "progress=off", f"hydra.run.dir={tmp}", *extra],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
         summary = json.loads((Path(tmp) / "summary.json").read_text())
-    return {"seed": seed, "wall_seconds": wall, "train_seconds": summary["wall_seconds"],
-            "final_eval_mean_return": summary["final_eval_mean_return"]}  # fmt: skip
+    return {
+        "seed": seed,
+        "wall_seconds": wall,
+        "train_seconds": summary["wall_seconds"],
+        "final_eval_mean_return": summary["final_eval_mean_return"],
+    }
 
 
 def main() -> None:
@@ -73,15 +86,23 @@ def main() -> None:
         ours = run_dqn(seed, args.dqn_overrides)
         theirs = None if args.skip_sb3 else run_sb3(seed, args.sb3_steps)
         rows.append((seed, ours, theirs))
-        print(f"seed {seed}: dqn {ours['final_eval_mean_return']:.1f} in {ours['wall_seconds']:.1f}s"
-              + ("" if theirs is None else
-                 f" | sb3 {theirs['final_eval_mean_return']:.1f} in {theirs['wall_seconds']:.1f}s"), flush=True)  # fmt: skip
+        print(
+            f"seed {seed}: dqn {ours['final_eval_mean_return']:.1f} in {ours['wall_seconds']:.1f}s"
+            + (
+                ""
+                if theirs is None
+                else f" | sb3 {theirs['final_eval_mean_return']:.1f} in {theirs['wall_seconds']:.1f}s"
+            ),
+            flush=True,
+        )
     print()
     print(f"{'seed':>4} | {'dqn return':>10} | {'dqn s':>6} | {'sb3 return':>10} | {'sb3 s':>6}")
     for seed, ours, theirs in rows:
         t = theirs or {"final_eval_mean_return": float("nan"), "wall_seconds": float("nan")}
-        print(f"{seed:>4} | {ours['final_eval_mean_return']:>10.1f} | {ours['wall_seconds']:>6.1f} | "
-              f"{t['final_eval_mean_return']:>10.1f} | {t['wall_seconds']:>6.1f}")  # fmt: skip
+        print(
+            f"{seed:>4} | {ours['final_eval_mean_return']:>10.1f} | {ours['wall_seconds']:>6.1f} | "
+            f"{t['final_eval_mean_return']:>10.1f} | {t['wall_seconds']:>6.1f}"
+        )
     result = {
         "seeds": args.seeds,
         "dqn_solved": sum(o["final_eval_mean_return"] >= SOLVED for _, o, _ in rows),

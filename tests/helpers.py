@@ -36,8 +36,14 @@ TINY = [
 # deterministic CPU training: one thread, explicit device, replay saved beside the checkpoints
 # The split runs start with total_steps=200 and resume to 400: the learning rate's annealing horizon is
 # fixed when a run starts (like replay.beta_steps), so it is pinned to the full budget for both.
-EXACT = [*TINY, "device=cpu", "torch_threads=1", "checkpoint.save_replay=true", "target_update_period=50",
-         "optimizer.lr_decay_steps=400"]  # fmt: skip
+EXACT = [
+    *TINY,
+    "device=cpu",
+    "torch_threads=1",
+    "checkpoint.save_replay=true",
+    "target_update_period=50",
+    "optimizer.lr_decay_steps=400",
+]
 
 # Seconds-long sweep jobs on 2 shared cores; torch_threads=1 keeps parallel jobs off each other's cores.
 SWEEP_TINY = [
@@ -66,9 +72,18 @@ def compose(*overrides: str, check: bool = True) -> TrainConfig:
 
 def tiny(*overrides: str) -> TrainConfig:
     """A seconds-long in-process run of the default config: ``compose(*TINY-like budget, *overrides)``."""
-    base = ["total_steps=200", "learning_starts=50", "batch_size=16", "replay.capacity=1000",
-            "network.hidden_sizes=[8]", "env.max_episode_steps=30", "eval.episodes=3", "eval.every=0",
-            "checkpoint.every=0", "progress=off"]  # fmt: skip
+    base = [
+        "total_steps=200",
+        "learning_starts=50",
+        "batch_size=16",
+        "replay.capacity=1000",
+        "network.hidden_sizes=[8]",
+        "env.max_episode_steps=30",
+        "eval.episodes=3",
+        "eval.every=0",
+        "checkpoint.every=0",
+        "progress=off",
+    ]
     return compose(*base, *overrides)
 
 
@@ -76,7 +91,9 @@ def without(args: list[str], key: str) -> list[str]:
     return [a for a in args if not a.startswith(key + "=")]
 
 
-def run_dqn(*args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_dqn(
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m dqn_cli ARGS` as a user would; returns the completed process."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
@@ -106,8 +123,9 @@ def train_run(tmp_path_factory, name: str, overrides: list[str]) -> Path:
 def sweep(tmp_path: Path, *overrides: str, timeout: float = 150) -> tuple[Path, subprocess.CompletedProcess]:
     """A tiny `dqn train -m OVERRIDES` into tmp_path/sweep, run from tmp_path."""
     sweep_dir = tmp_path / "sweep"
-    proc = run_dqn("train", "-m", *overrides, *SWEEP_TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
-                   timeout=timeout)  # fmt: skip
+    proc = run_dqn(
+        "train", "-m", *overrides, *SWEEP_TINY, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, timeout=timeout
+    )
     return sweep_dir, proc
 
 

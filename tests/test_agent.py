@@ -56,8 +56,15 @@ def make_agent(double_q, loss="mse", lr=0.1, max_grad_norm=None):
 def one_transition(discount=0.9):
     obs = np.array([[[0.0]]], dtype=np.float32)  # state 0
     next_obs = np.array([[[1.0]]], dtype=np.float32)  # state 1
-    return Batch(obs, np.array([1]), np.array([1.0], np.float32), next_obs, np.array([discount], np.float32),
-                 np.array([0]), np.array([1.0], np.float32))  # fmt: skip
+    return Batch(
+        obs,
+        np.array([1]),
+        np.array([1.0], np.float32),
+        next_obs,
+        np.array([discount], np.float32),
+        np.array([0]),
+        np.array([1.0], np.float32),
+    )
 
 
 @pytest.mark.parametrize("double_q,bootstrap", [(False, 5.0), (True, 1.0)])
@@ -157,11 +164,25 @@ def test_a_vector_step_passing_several_target_periods_applies_each(tmp_path, mon
 
     calls = []
     original = DQNAgent.update_target
-    monkeypatch.setattr(DQNAgent, "update_target",
-                        lambda self, tau, times=1: (calls.append(times), original(self, tau, times))[1])  # fmt: skip
-    cfg = compose("env.num_envs=8", "network.hidden_sizes=[8]", "eval.every=0", "eval.episodes=1", "checkpoint.every=0",
-                  "total_steps=160", "learning_starts=40", "batch_size=8", "train_every=1", "target_update_period=2",
-                  "tau=0.5", "device=cpu", "progress=off", "torch_threads=1")  # fmt: skip
+    monkeypatch.setattr(
+        DQNAgent, "update_target", lambda self, tau, times=1: (calls.append(times), original(self, tau, times))[1]
+    )
+    cfg = compose(
+        "env.num_envs=8",
+        "network.hidden_sizes=[8]",
+        "eval.every=0",
+        "eval.episodes=1",
+        "checkpoint.every=0",
+        "total_steps=160",
+        "learning_starts=40",
+        "batch_size=8",
+        "train_every=1",
+        "target_update_period=2",
+        "tau=0.5",
+        "device=cpu",
+        "progress=off",
+        "torch_threads=1",
+    )
     (tmp_path / ".hydra").mkdir()
     train(cfg, tmp_path)
     assert calls[1:] == [4] * (len(calls) - 1)  # after the first, which catches up on the periods before learning

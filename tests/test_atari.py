@@ -33,8 +33,13 @@ def atari_cfg(game="Breakout", backend="sync", **kw) -> EnvConfig:
 # ------------------------------------------------------------------ games
 @pytest.mark.parametrize(
     "name, rom, camel",
-    [("Breakout", "breakout", "Breakout"), ("pong", "pong", "Pong"), ("SpaceInvaders", "space_invaders", "SpaceInvaders"),
-     ("space_invaders", "space_invaders", "SpaceInvaders"), ("MSPACMAN", "ms_pacman", "MsPacman")],  # fmt: skip
+    [
+        ("Breakout", "breakout", "Breakout"),
+        ("pong", "pong", "Pong"),
+        ("SpaceInvaders", "space_invaders", "SpaceInvaders"),
+        ("space_invaders", "space_invaders", "SpaceInvaders"),
+        ("MSPACMAN", "ms_pacman", "MsPacman"),
+    ],
 )
 def test_game_names_are_case_insensitive(name, rom, camel):
     assert resolve_game(name) == (rom, camel)
@@ -128,15 +133,17 @@ def rollout(backend, game, training, steps, num_envs=2, seed=0, **kw):
 @pytest.fixture(scope="module")
 def breakout_runs():
     """Breakout: lives are lost every ~25 random steps; full episodes end within 300."""
-    return {(b, t): rollout(b, "Breakout", t, 240, max_episode_frames=1000)
-            for b in BACKENDS for t in (True, False)}  # fmt: skip
+    return {(b, t): rollout(b, "Breakout", t, 240, max_episode_frames=1000) for b in BACKENDS for t in (True, False)}
 
 
 @pytest.fixture(scope="module")
 def invaders_runs():
     """SpaceInvaders: rewards of 5-30 points, episodes truncated at 800 frames (200 steps)."""
-    return {(b, t): rollout(b, "SpaceInvaders", t, 230, max_episode_frames=800)
-            for b in ("sync", "ale") for t in (True, False)}  # fmt: skip
+    return {
+        (b, t): rollout(b, "SpaceInvaders", t, 230, max_episode_frames=800)
+        for b in ("sync", "ale")
+        for t in (True, False)
+    }
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -258,8 +265,15 @@ def test_env_breakout_picks_the_atari_defaults():
 
 
 def test_command_line_overrides_beat_the_preset():
-    cfg = _cfg_job("env=breakout", "network.dueling=true", "total_steps=2000", "replay=prioritized",
-                   "optimizer=rmsprop", "replay.capacity=5000", "env.vectorization=ale")  # fmt: skip
+    cfg = _cfg_job(
+        "env=breakout",
+        "network.dueling=true",
+        "total_steps=2000",
+        "replay=prioritized",
+        "optimizer=rmsprop",
+        "replay.capacity=5000",
+        "env.vectorization=ale",
+    )
     assert cfg["network"]["name"] == "nature_cnn" and cfg["network"]["dueling"] is True
     assert cfg["total_steps"] == 2000 and cfg["env"]["vectorization"] == "ale"
     assert cfg["replay"]["name"] == "prioritized" and cfg["replay"]["capacity"] == 5000
@@ -311,8 +325,9 @@ TINY_ATARI = [
 )
 def test_train_and_eval_end_to_end(tmp_path, env, backend):
     run_dir = tmp_path / "run"
-    proc = run_dqn("train", f"env={env}", f"env.vectorization={backend}", *TINY_ATARI,
-                   f"hydra.run.dir={run_dir}", timeout=240)  # fmt: skip
+    proc = run_dqn(
+        "train", f"env={env}", f"env.vectorization={backend}", *TINY_ATARI, f"hydra.run.dir={run_dir}", timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["total_steps"] == 64 and summary["updates"] > 0
@@ -321,13 +336,21 @@ def test_train_and_eval_end_to_end(tmp_path, env, backend):
     assert np.isfinite(summary["final_eval_mean_return"])
     saved = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "${" not in saved and f"game: {env.capitalize()}" in saved  # resolved, as the run used it
-    for key in ("frame_skip: 4", "sticky_action_prob: 0.0", "episodic_life: true", "clip_rewards: true",
-                "noop_max: 30", "fire_reset: true", "max_episode_frames: 200"):
+    for key in (
+        "frame_skip: 4",
+        "sticky_action_prob: 0.0",
+        "episodic_life: true",
+        "clip_rewards: true",
+        "noop_max: 30",
+        "fire_reset: true",
+        "max_episode_frames: 200",
+    ):
         assert key in saved  # the protocol is recorded with the run
     last = run_dir / "checkpoints" / "last.pt"
     assert last.is_file()
-    ev = run_dqn("eval", f"checkpoint={last}", "episodes=1", "device=cpu", f"hydra.run.dir={tmp_path / 'eval'}",
-                 timeout=120)  # fmt: skip
+    ev = run_dqn(
+        "eval", f"checkpoint={last}", "episodes=1", "device=cpu", f"hydra.run.dir={tmp_path / 'eval'}", timeout=120
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
     result = last_json_line(ev.stdout)
     assert result["episodes"] == 1 and np.isfinite(result["mean_return"])

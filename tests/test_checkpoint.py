@@ -162,8 +162,12 @@ def test_a_code_running_pickle_in_torch_legacy_format_is_still_refused(tmp_path,
     MARKER.unlink(missing_ok=True)
     evil = tmp_path / "evil_legacy.pt"
     with evil.open("wb") as f:
-        torch.save({"format": ckpt.FORMAT, "payload": Exploit()}, f,
-                   _use_new_zipfile_serialization=False, pickle_protocol=protocol)  # fmt: skip
+        torch.save(
+            {"format": ckpt.FORMAT, "payload": Exploit()},
+            f,
+            _use_new_zipfile_serialization=False,
+            pickle_protocol=protocol,
+        )
     with pytest.raises(ckpt.CheckpointError, match="refused"):
         ckpt.load_checkpoint(evil)
     assert not MARKER.exists()

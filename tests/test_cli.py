@@ -13,9 +13,14 @@ from helpers import TINY, last_json_line, run_dqn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SUMMARY_KEYS = {
-    "total_steps", "wall_seconds", "env_steps_per_second", "final_eval_mean_return",
-    "final_eval_std_return", "best_eval_mean_return", "replay_bytes_per_transition",
-}  # fmt: skip
+    "total_steps",
+    "wall_seconds",
+    "env_steps_per_second",
+    "final_eval_mean_return",
+    "final_eval_std_return",
+    "best_eval_mean_return",
+    "replay_bytes_per_transition",
+}
 
 
 def scalars(tb_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -51,8 +56,16 @@ def test_checkpoint_reads_back_with_weights_only(trained_run):
 
 def test_tensorboard_has_the_training_curves_against_env_steps(trained_run):
     tags = scalars(trained_run / "tb")
-    for tag in ("charts/episodic_return", "charts/episodic_length", "losses/td_loss", "losses/q_values",
-                "charts/epsilon", "eval/mean_return", "perf/env_steps_per_second", "perf/updates_per_second"):
+    for tag in (
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "losses/td_loss",
+        "losses/q_values",
+        "charts/epsilon",
+        "eval/mean_return",
+        "perf/env_steps_per_second",
+        "perf/updates_per_second",
+    ):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     assert [s for s, _ in tags["eval/mean_return"]] == [200, 400]
     eps = dict(tags["charts/epsilon"])
@@ -62,8 +75,9 @@ def test_tensorboard_has_the_training_curves_against_env_steps(trained_run):
 
 
 def test_eval_prints_a_summary_and_a_json_last_line(trained_run, tmp_path):
-    proc = run_dqn("eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=3", "seed=7",
-                   f"hydra.run.dir={tmp_path}")  # fmt: skip
+    proc = run_dqn(
+        "eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=3", "seed=7", f"hydra.run.dir={tmp_path}"
+    )
     assert proc.returncode == 0, proc.stderr
     result = last_json_line(proc.stdout)
     for key in ("mean_return", "std_return", "min_return", "max_return", "episodes", "mean_length"):
@@ -72,14 +86,26 @@ def test_eval_prints_a_summary_and_a_json_last_line(trained_run, tmp_path):
     assert result["min_return"] <= result["mean_return"] <= result["max_return"]
     assert "CartPole-v1: 3 episodes" in proc.stdout
     # same seed, same returns
-    again = last_json_line(run_dqn("eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=3",
-                                   "seed=7", f"hydra.run.dir={tmp_path}/2").stdout)  # fmt: skip
+    again = last_json_line(
+        run_dqn(
+            "eval",
+            f"checkpoint={trained_run}/checkpoints/last.pt",
+            "episodes=3",
+            "seed=7",
+            f"hydra.run.dir={tmp_path}/2",
+        ).stdout
+    )
     assert again["mean_return"] == result["mean_return"]
 
 
 def test_eval_with_full_exploration_matches_random_play(trained_run, tmp_path):
-    proc = run_dqn("eval", f"checkpoint={trained_run}/checkpoints/last.pt", "episodes=8", "epsilon=1.0",
-                   f"hydra.run.dir={tmp_path}")  # fmt: skip
+    proc = run_dqn(
+        "eval",
+        f"checkpoint={trained_run}/checkpoints/last.pt",
+        "episodes=8",
+        "epsilon=1.0",
+        f"hydra.run.dir={tmp_path}",
+    )
     result = last_json_line(proc.stdout)
     assert result["epsilon"] == 1.0
     assert result["mean_return"] < 60  # random CartPole play lasts ~22 steps
@@ -115,9 +141,20 @@ def test_python_dash_m_and_console_script_agree():
 
 
 def test_other_env_async_vectorization_and_options(tmp_path):
-    proc = run_dqn("train", *TINY, "env=classic", "env.id=Acrobot-v1", "env.vectorization=async",
-                   "env.num_envs=2", "optimizer=adamw", "loss=mse", "double_q=false", "tau=0.5",
-                   "target_update_period=50", f"hydra.run.dir={tmp_path}")  # fmt: skip
+    proc = run_dqn(
+        "train",
+        *TINY,
+        "env=classic",
+        "env.id=Acrobot-v1",
+        "env.vectorization=async",
+        "env.num_envs=2",
+        "optimizer=adamw",
+        "loss=mse",
+        "double_q=false",
+        "tau=0.5",
+        "target_update_period=50",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["env"] == "Acrobot-v1" and summary["total_steps"] == 400
@@ -188,7 +225,8 @@ def test_bench_bad_argument_is_one_line():
     proc = run_dqn("bench", "foo")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "dqn bench: error: argument what: invalid choice: 'foo' (choose from 'all', 'envs', 'update', 'replay') "
-        "(see dqn bench --help)"]  # fmt: skip
+        "(see dqn bench --help)"
+    ]
 
 
 def test_unknown_command():
@@ -207,11 +245,14 @@ def test_bash_tab_completion_of_commands_groups_and_keys(tmp_path):
         pytest.skip("needs the dqn console script and bash")
     script = (
         'eval "$(dqn train --shell-completion install=bash)"\n'
-        "ask() { COMP_LINE=\"$1\"; COMP_POINT=${#1}; read -ra COMP_WORDS <<< \"$1\"; "
-        "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); hydra_bash_completion; echo \"${COMPREPLY[*]}\"; }\n"
+        'ask() { COMP_LINE="$1"; COMP_POINT=${#1}; read -ra COMP_WORDS <<< "$1"; '
+        'COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); hydra_bash_completion; echo "${COMPREPLY[*]}"; }\n'
         'ask "dqn ev"\nask "dqn train env="\nask "dqn train optimizer.l"\n'
     )
     env = {**os.environ, "PATH": f"{dqn.parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert proc.stdout.splitlines() == ["eval", "env=atari env=breakout env=cartpole env=classic env=minatar env=pong",
-                                        "optimizer.lr= optimizer.lr_decay_steps= optimizer.lr_end="], proc.stderr  # fmt: skip
+    assert proc.stdout.splitlines() == [
+        "eval",
+        "env=atari env=breakout env=cartpole env=classic env=minatar env=pong",
+        "optimizer.lr= optimizer.lr_decay_steps= optimizer.lr_end=",
+    ], proc.stderr

@@ -83,8 +83,9 @@ def test_episodes_csv_is_every_training_episode(capped_run):
 
 
 def test_dqn_eval_caps_episodes_and_lists_returns_and_lengths(capped_run, tmp_path):
-    proc = run_dqn("eval", f"checkpoint={capped_run}", "episodes=3", "max_episode_steps=7",
-                   f"hydra.run.dir={tmp_path / 'eval'}")  # fmt: skip
+    proc = run_dqn(
+        "eval", f"checkpoint={capped_run}", "episodes=3", "max_episode_steps=7", f"hydra.run.dir={tmp_path / 'eval'}"
+    )
     assert proc.returncode == 0, proc.stderr
     out = last_json_line(proc.stdout)
     assert len(out["returns"]) == len(out["lengths"]) == 3 and max(out["lengths"]) <= 7
@@ -92,8 +93,12 @@ def test_dqn_eval_caps_episodes_and_lists_returns_and_lengths(capped_run, tmp_pa
     assert out["mean_return"] == pytest.approx(np.mean(out["returns"]))
     assert out["max_episode_steps"] == 7
     # without max_episode_steps=, the run's own eval.max_episode_steps applies
-    proc = run_dqn("eval", f"checkpoint={capped_run / 'checkpoints' / 'last.pt'}", "episodes=2",
-                   f"hydra.run.dir={tmp_path / 'eval2'}")  # fmt: skip
+    proc = run_dqn(
+        "eval",
+        f"checkpoint={capped_run / 'checkpoints' / 'last.pt'}",
+        "episodes=2",
+        f"hydra.run.dir={tmp_path / 'eval2'}",
+    )
     assert proc.returncode == 0 and last_json_line(proc.stdout)["max_episode_steps"] == 12
 
 
@@ -111,10 +116,22 @@ def test_eval_episodes_zero_skips_evaluation_and_returns_the_training_mean(tmp_p
 def test_an_untrained_atari_agent_evaluation_ends_quickly(tmp_path):
     """A greedy Breakout agent that never presses FIRE plays until a cap: the preset's eval cap."""
     run_dir = tmp_path / "run"
-    proc = run_dqn("train", "env=breakout", "total_steps=64", "learning_starts=32", "batch_size=8",
-                   "replay.capacity=512", "env.num_envs=2", "env.vectorization=sync", "eval.episodes=1",
-                   "eval.epsilon=0", "eval.max_episode_steps=150", "progress=log", f"hydra.run.dir={run_dir}",
-                   timeout=300)  # fmt: skip
+    proc = run_dqn(
+        "train",
+        "env=breakout",
+        "total_steps=64",
+        "learning_starts=32",
+        "batch_size=8",
+        "replay.capacity=512",
+        "env.num_envs=2",
+        "env.vectorization=sync",
+        "eval.episodes=1",
+        "eval.epsilon=0",
+        "eval.max_episode_steps=150",
+        "progress=log",
+        f"hydra.run.dir={run_dir}",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = read_csv(run_dir / "evals.csv")
     assert len(rows) == 1 and float(rows[0]["mean_length"]) <= 150

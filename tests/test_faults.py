@@ -20,8 +20,11 @@ from helpers import EXACT, ROOT, TINY, assert_no_repeated_or_forked_points, run_
 
 # long runs that are stopped from outside; async envs so there are worker processes to check
 LONG = [a for a in TINY if not a.startswith("total_steps=")] + [
-    "total_steps=1000000", "torch_threads=1", "env.vectorization=async", "env.num_envs=2",
-]  # fmt: skip
+    "total_steps=1000000",
+    "torch_threads=1",
+    "env.vectorization=async",
+    "env.num_envs=2",
+]
 
 
 # the log line of the step-200 checkpoint (a bare "checkpoint" would match the results dir in the
@@ -66,8 +69,9 @@ class Dqn:
         else:  # a fault injected into this process only, then the console script's main()
             code = prelude + "\nfrom dqn_cli.app.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
             cmd = [sys.executable, "-c", "import sys\n" + code, *args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
 
     def wait_for(self, path: Path, needle: str, timeout: float = 90) -> str:
         deadline = time.monotonic() + timeout
@@ -238,8 +242,14 @@ torch.save = _save
 
 def test_a_second_ctrl_c_quits_at_once(tmp_path):
     run, mark = tmp_path / "run", tmp_path / "saving"
-    dqn = Dqn("train", *without(LONG, "checkpoint.every"), "checkpoint.every=100", f"hydra.run.dir={run}",
-              prelude=SLOW_SECOND_SAVE, env={"SAVE_MARK": str(mark)})  # fmt: skip
+    dqn = Dqn(
+        "train",
+        *without(LONG, "checkpoint.every"),
+        "checkpoint.every=100",
+        f"hydra.run.dir={run}",
+        prelude=SLOW_SECOND_SAVE,
+        env={"SAVE_MARK": str(mark)},
+    )
     dqn.wait_for(mark, "saving")  # stuck writing the step-200 checkpoint
     os.killpg(dqn.proc.pid, signal.SIGINT)
     dqn.wait_for(run / "train.log", "SIGINT received")
@@ -294,8 +304,14 @@ def test_an_env_worker_that_dies_is_named_not_a_hang(tmp_path):
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     run = tmp_path / "run"
     # lr=1e30: the first Adam step throws the weights to ~1e30 and the loss overflows
-    proc = run_dqn("train", *without(TINY, "checkpoint.every"), "torch_threads=1", "checkpoint.every=100",
-                   "optimizer.lr=1e30", f"hydra.run.dir={run}")  # fmt: skip
+    proc = run_dqn(
+        "train",
+        *without(TINY, "checkpoint.every"),
+        "torch_threads=1",
+        "checkpoint.every=100",
+        "optimizer.lr=1e30",
+        f"hydra.run.dir={run}",
+    )
     assert proc.returncode == 1
     lines = stderr_lines(proc.stderr)
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -322,8 +338,14 @@ torch.save = _save
 
 def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
     run = tmp_path / "run"
-    dqn = Dqn("train", *without(TINY, "checkpoint.every"), "torch_threads=1", "checkpoint.every=100",
-              f"hydra.run.dir={run}", prelude=DISK_FULL_ON_SECOND_SAVE)  # fmt: skip
+    dqn = Dqn(
+        "train",
+        *without(TINY, "checkpoint.every"),
+        "torch_threads=1",
+        "checkpoint.every=100",
+        f"hydra.run.dir={run}",
+        prelude=DISK_FULL_ON_SECOND_SAVE,
+    )
     code, out, err, took = dqn.finish(timeout=120)
     assert code == 1, err[-3000:]
     lines = stderr_lines(err)
@@ -424,9 +446,22 @@ def test_a_replay_that_cannot_fit_in_memory_is_refused_up_front(tmp_path):
     )
     run = tmp_path / "run"
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", measure, "train", "env=breakout", "replay.capacity=100000000",
-                           "env.vectorization=async", f"hydra.run.dir={run}"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            measure,
+            "train",
+            "env=breakout",
+            "replay.capacity=100000000",
+            "env.vectorization=async",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     took = time.monotonic() - start
     # ale-py's C++ logger prints a banner on loading a ROM (atari.py can silence it with
     # ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)); it is not dqn's output
@@ -451,7 +486,13 @@ def test_debug_shows_the_traceback_the_normal_path_hides(tmp_path):
 def test_bad_input_with_async_envs_starts_no_process(tmp_path):
     marker = uuid.uuid4().hex
     for i, override in enumerate(("optimizer.lr=-1", "env.id=Pendulum-v1", "replay.n_step=0")):
-        proc = run_dqn("train", "env.vectorization=async", "env.num_envs=2", override,
-                       f"hydra.run.dir={tmp_path}/{i}", env={"DQN_TEST_MARKER": marker})  # fmt: skip
+        proc = run_dqn(
+            "train",
+            "env.vectorization=async",
+            "env.num_envs=2",
+            override,
+            f"hydra.run.dir={tmp_path}/{i}",
+            env={"DQN_TEST_MARKER": marker},
+        )
         assert proc.returncode == 2 and len(stderr_lines(proc.stderr)) == 1, proc.stderr
         assert_nothing_left(marker)

@@ -108,15 +108,29 @@ def test_hparams_are_in_the_runs_own_tb_dir(trained_run):
 
 # ------------------------------------------------------------- the pieces
 def test_flatten_config_makes_dotted_keys_of_plain_values():
-    flat = flatten_config({"seed": 1, "double_q": True, "resume": None,
-                           "network": {"hidden_sizes": [64, 64], "name": "mlp", "dueling": {"on": False}},
-                           "optimizer": {"lr": 1e-4, "max_grad_norm": None}, "shape": (1, 2),
-                           "gamma": np.float32(0.5)})  # fmt: skip
+    flat = flatten_config(
+        {
+            "seed": 1,
+            "double_q": True,
+            "resume": None,
+            "network": {"hidden_sizes": [64, 64], "name": "mlp", "dueling": {"on": False}},
+            "optimizer": {"lr": 1e-4, "max_grad_norm": None},
+            "shape": (1, 2),
+            "gamma": np.float32(0.5),
+        }
+    )
     assert flat == {
-        "seed": 1, "double_q": True, "resume": "null", "network.hidden_sizes": "[64, 64]",
-        "network.name": "mlp", "network.dueling.on": False, "optimizer.lr": 1e-4,
-        "optimizer.max_grad_norm": "null", "shape": "[1, 2]", "gamma": 0.5,
-    }  # fmt: skip
+        "seed": 1,
+        "double_q": True,
+        "resume": "null",
+        "network.hidden_sizes": "[64, 64]",
+        "network.name": "mlp",
+        "network.dueling.on": False,
+        "optimizer.lr": 1e-4,
+        "optimizer.max_grad_norm": "null",
+        "shape": "[1, 2]",
+        "gamma": 0.5,
+    }
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values())
 
 
@@ -133,7 +147,7 @@ def test_encode_gif_keeps_it_small_and_real_time():
     frames = []
     for i in range(1000):  # a red block moving over white, as a game screen would
         frame = np.full((400, 600, 3), 255, dtype=np.uint8)
-        frame[100:140, (i % 280) * 2:(i % 280) * 2 + 40] = (200, 30, 30)
+        frame[100:140, (i % 280) * 2 : (i % 280) * 2 + 40] = (200, 30, 30)
         frames.append(frame)
     data, height, width = encode_gif(frames, fps=50)
     n, durations, size = _decode(data)
@@ -153,11 +167,17 @@ def test_run_logger_writes_video_hparams_and_closes(tmp_path):
     logger.video("eval/video", [], 10)  # nothing recorded: nothing written
     frames = [np.zeros((210, 160, 3), dtype=np.uint8) for _ in range(8)]
     for i, frame in enumerate(frames):
-        frame[100:110, i * 10:i * 10 + 10] = 255  # a moving ball
+        frame[100:110, i * 10 : i * 10 + 10] = 255  # a moving ball
     logger.video("eval/video", frames, 50, fps=15)
-    logger.hparams({"seed": 3, "optimizer": {"lr": 3e-4}, "network": {"hidden_sizes": [8]}},
-                   {"total_steps": 100, "final_eval_mean_return": 9.5, "best_eval_mean_return": float("-inf"),
-                    "env_steps_per_second": 123.4})  # fmt: skip
+    logger.hparams(
+        {"seed": 3, "optimizer": {"lr": 3e-4}, "network": {"hidden_sizes": [8]}},
+        {
+            "total_steps": 100,
+            "final_eval_mean_return": 9.5,
+            "best_eval_mean_return": float("-inf"),
+            "env_steps_per_second": 123.4,
+        },
+    )
     logger.close()
     acc = load(tmp_path / "tb")
     (image,) = acc.Images("eval/video")

@@ -38,12 +38,27 @@ TINY_MINATAR = [
 
 
 def minatar_cfg(game: str, **kw) -> EnvConfig:
-    return EnvConfig(**{"name": "minatar", "kind": "minatar", "game": game, "sticky_action_prob": 0.1,
-                        "full_action_space": True, **kw})
+    return EnvConfig(
+        **{
+            "name": "minatar",
+            "kind": "minatar",
+            "game": game,
+            "sticky_action_prob": 0.1,
+            "full_action_space": True,
+            **kw,
+        }
+    )
 
 
-@pytest.mark.parametrize("spelling,game", [("breakout", "Breakout"), ("SPACE_INVADERS", "SpaceInvaders"),
-                                           ("space-invaders", "SpaceInvaders"), ("Seaquest", "Seaquest")])  # fmt: skip
+@pytest.mark.parametrize(
+    "spelling,game",
+    [
+        ("breakout", "Breakout"),
+        ("SPACE_INVADERS", "SpaceInvaders"),
+        ("space-invaders", "SpaceInvaders"),
+        ("Seaquest", "Seaquest"),
+    ],
+)
 def test_game_names_in_any_spelling(spelling, game):
     assert minatar.resolve_game(spelling) == game
 
@@ -72,6 +87,7 @@ def test_every_game_is_channels_first_uint8_with_six_or_minimal_actions(game):
 
 def test_seeded_episodes_repeat_and_sticky_actions_are_minatars():
     """Same seed, same actions -> the same episode (what video replays rely on)."""
+
     def play(seed):
         env = minatar.make_minatar_env(minatar_cfg("Asterix"))
         obs, _ = env.reset(seed=seed)
@@ -143,8 +159,14 @@ def test_unknown_game_on_the_command_line(tmp_path):
 @pytest.mark.parametrize("game,backend", [("Freeway", "async"), ("space_invaders", "sync")])
 def test_train_eval_and_film_end_to_end(tmp_path, game, backend):
     run_dir = tmp_path / "run"
-    proc = run_dqn("train", *TINY_MINATAR, f"env.game={game}", f"env.vectorization={backend}",
-                   f"hydra.run.dir={run_dir}", timeout=240)  # fmt: skip
+    proc = run_dqn(
+        "train",
+        *TINY_MINATAR,
+        f"env.game={game}",
+        f"env.vectorization={backend}",
+        f"hydra.run.dir={run_dir}",
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     c = CHANNELS[minatar.resolve_game(game)]
@@ -155,8 +177,15 @@ def test_train_eval_and_film_end_to_end(tmp_path, game, backend):
     assert evals[0].startswith("env_step,mean_return") and [r.split(",")[0] for r in evals[1:]] == ["300", "600"]
     assert (run_dir / "checkpoints" / "last.pt").is_file()
 
-    out = run_dqn("eval", f"checkpoint={run_dir}", "episodes=2", "video=true", "max_episode_steps=50",
-                  f"hydra.run.dir={tmp_path / 'eval'}", timeout=240)  # fmt: skip
+    out = run_dqn(
+        "eval",
+        f"checkpoint={run_dir}",
+        "episodes=2",
+        "video=true",
+        "max_episode_steps=50",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = last_json_line(out.stdout)
     assert result["episodes"] == 2 and len(result["returns"]) == 2 and max(result["lengths"]) <= 50

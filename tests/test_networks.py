@@ -25,8 +25,9 @@ def test_dueling_mean_by_value():
     x = torch.tensor([[1.0, 2.0], [0.0, -3.0]])
     # row 0: V = 1.5, A = (1, 2, 2), mean 5/3 -> Q = 1.5 + A - 5/3
     # row 1: V = 0.5, A = (0, -3, -4), mean -7/3 -> Q = 0.5 + A + 7/3
-    expected = torch.tensor([[1.5 + 1 - 5 / 3, 1.5 + 2 - 5 / 3, 1.5 + 2 - 5 / 3],
-                             [0.5 + 0 + 7 / 3, 0.5 - 3 + 7 / 3, 0.5 - 4 + 7 / 3]])  # fmt: skip
+    expected = torch.tensor(
+        [[1.5 + 1 - 5 / 3, 1.5 + 2 - 5 / 3, 1.5 + 2 - 5 / 3], [0.5 + 0 + 7 / 3, 0.5 - 3 + 7 / 3, 0.5 - 4 + 7 / 3]]
+    )
     q = head(x)
     torch.testing.assert_close(q, expected)
     torch.testing.assert_close(q.mean(dim=1), torch.tensor([1.5, 0.5]))  # mean Q = V

@@ -77,8 +77,16 @@ def gather(buffer, env, ep, t):
 
 
 def make(kind, n_step, frame_stack=1, capacity=3 * 64, num_envs=3, seed=0):
-    kw = dict(capacity=capacity, num_envs=num_envs, frame_shape=(1,), frame_dtype=np.float32,
-              frame_stack=frame_stack, n_step=n_step, gamma=GAMMA, seed=seed)  # fmt: skip
+    kw = dict(
+        capacity=capacity,
+        num_envs=num_envs,
+        frame_shape=(1,),
+        frame_dtype=np.float32,
+        frame_stack=frame_stack,
+        n_step=n_step,
+        gamma=GAMMA,
+        seed=seed,
+    )
     if kind == "prioritized":
         return ReplayBuffer(**kw, sampler=PrioritizedSampler(alpha=0.6, eps=1e-6, branching=4, top_size=2))
     return ReplayBuffer(**kw)
@@ -197,8 +205,7 @@ def test_every_valid_transition_after_the_ring_wraps(kind, n_step, frame_stack):
         expected_stack = [ep * 1000 + max(t - k, 0) for k in range(frame_stack - 1, -1, -1)]
         assert b.obs[i, :, 0].tolist() == expected_stack
         t_next = nxt - ep * 1000
-        assert b.next_obs[i, :, 0].tolist() == [ep * 1000 + max(t_next - k, 0)
-                                                for k in range(frame_stack - 1, -1, -1)]  # fmt: skip
+        assert b.next_obs[i, :, 0].tolist() == [ep * 1000 + max(t_next - k, 0) for k in range(frame_stack - 1, -1, -1)]
     for _ in range(20):
         batch = buffer.sample(32, beta=0.5)
         assert ((batch.obs[:, :, 0] // 1000) == (batch.next_obs[:, :, 0] // 1000)).all()

@@ -39,8 +39,11 @@ def test_plot_of_a_sweep_groups_seeds_and_tabulates_their_summaries(tmp_path):
     assert set(rows) == {"optimizer.lr=0.001", "optimizer.lr=0.003"}
     for label, row in rows.items():
         lr = float(label.split("=")[1])
-        finals = [json.loads((d / "summary.json").read_text())["final_eval_mean_return"] for d in job_dirs(sweep_dir)
-                  if yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] == lr]  # fmt: skip
+        finals = [
+            json.loads((d / "summary.json").read_text())["final_eval_mean_return"]
+            for d in job_dirs(sweep_dir)
+            if yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] == lr
+        ]
         assert len(finals) == 2 and int(row["runs"]) == 2
         assert float(row["final_mean"]) == pytest.approx(np.mean(finals))
         assert float(row["ci95_low"]) <= float(row["final_mean"]) <= float(row["ci95_high"])

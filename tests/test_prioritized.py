@@ -153,8 +153,14 @@ def fill(buffer, steps: int, episode_len=None, rng=None, value_offset=0):
             ended |= rng.random(E) < 0.1
         term = ended & (np.arange(E) % 2 == 0)
         trunc = ended & ~term
-        buffer.add(obs, np.zeros(E, dtype=np.int64), np.ones(E, dtype=np.float32), term, trunc,
-                   final_obs=obs if ended.any() else None)  # fmt: skip
+        buffer.add(
+            obs,
+            np.zeros(E, dtype=np.int64),
+            np.ones(E, dtype=np.float32),
+            term,
+            trunc,
+            final_obs=obs if ended.any() else None,
+        )
 
 
 def consistent(buffer: ReplayBuffer) -> None:
@@ -170,8 +176,7 @@ def consistent(buffer: ReplayBuffer) -> None:
 def per(capacity=64, num_envs=1, alpha=0.6, eps=1e-6, **kw):
     """A small buffer; its trees are small-branching so every level of the descent is exercised."""
     tree = {"branching": kw.pop("branching", 4), "top_size": kw.pop("top_size", 2)}
-    kw = {"frame_shape": (1,), "frame_dtype": np.float32, "frame_stack": 1, "n_step": 1, "gamma": 0.9,
-          "seed": 0, **kw}  # fmt: skip
+    kw = {"frame_shape": (1,), "frame_dtype": np.float32, "frame_stack": 1, "n_step": 1, "gamma": 0.9, "seed": 0, **kw}
     return ReplayBuffer(capacity, num_envs, **kw, sampler=PrioritizedSampler(alpha=alpha, eps=eps, **tree))
 
 
@@ -313,8 +318,7 @@ def test_rounding_at_the_top_redraws_onto_valid_slots():
 
 @pytest.mark.parametrize("tree", [{}, {"branching": 32, "top_size": 1024}])
 def test_several_envs_with_atari_frames(tree):
-    buf = per(capacity=4 * 40, num_envs=4, frame_shape=(84, 84), frame_dtype=np.uint8, frame_stack=4, n_step=3,
-              **tree)  # fmt: skip
+    buf = per(capacity=4 * 40, num_envs=4, frame_shape=(84, 84), frame_dtype=np.uint8, frame_stack=4, n_step=3, **tree)
     fill(buf, 60, episode_len=13)
     consistent(buf)
     batch = buf.sample(32, beta=0.4)
@@ -324,8 +328,10 @@ def test_several_envs_with_atari_frames(tree):
     assert ((batch.weights > 0) & (batch.weights <= 1)).all()
     buf.update_priorities(batch.indices, np.linspace(0, 3, 32))
     consistent(buf)
-    rings = sum(a.nbytes for a in (buf.frames, buf.actions, buf.rewards, buf.terminated, buf.truncated, buf.final,
-                                   buf.valid, buf.pos))  # fmt: skip
+    rings = sum(
+        a.nbytes
+        for a in (buf.frames, buf.actions, buf.rewards, buf.terminated, buf.truncated, buf.final, buf.valid, buf.pos)
+    )
     assert buf.nbytes == rings + buf.sampler.sum_tree.nbytes + buf.sampler.min_tree.nbytes
 
 

@@ -17,10 +17,23 @@ import pytest
 from helpers import ROOT, TINY, last_json_line, run_dqn
 
 README = ROOT / "README.md"
-RUN_PLACEHOLDERS = ("outputs/2026-11-20/12-00-00_cartpole", "outputs/DATE/TIME_cartpole",
-                    "multirun/2026-11-20/14-03-12_cartpole", "multirun/DATE/TIME_cartpole")  # a run is a plot's input too
-ATARI_TINY = ["total_steps=64", "learning_starts=32", "batch_size=8", "replay.capacity=2000", "eval.episodes=1",
-              "eval.every=0", "checkpoint.every=0", "env.max_episode_steps=30", "env.num_envs=2"]  # fmt: skip
+RUN_PLACEHOLDERS = (
+    "outputs/2026-11-20/12-00-00_cartpole",
+    "outputs/DATE/TIME_cartpole",
+    "multirun/2026-11-20/14-03-12_cartpole",
+    "multirun/DATE/TIME_cartpole",
+)  # a run is a plot's input too
+ATARI_TINY = [
+    "total_steps=64",
+    "learning_starts=32",
+    "batch_size=8",
+    "replay.capacity=2000",
+    "eval.episodes=1",
+    "eval.every=0",
+    "checkpoint.every=0",
+    "env.max_episode_steps=30",
+    "env.num_envs=2",
+]
 
 
 def readme_commands(sections=("# dqn — Deep Q-Networks from the command line", "## Everyday commands")) -> list[str]:
@@ -59,8 +72,15 @@ def test_readme_command_runs(command, trained_run, tmp_path):
     if sub == "train" and ("--help" in args or "--cfg" in args):
         proc = run_dqn(*args)
     elif sub == "train" and any(a in ("-m", "--multirun") for a in args):
-        proc = run_dqn(*args, *TINY, "eval.every=0", "checkpoint.every=0", "total_steps=200",
-                       f"hydra.sweep.dir={tmp_path}/sweep", timeout=300)  # fmt: skip
+        proc = run_dqn(
+            *args,
+            *TINY,
+            "eval.every=0",
+            "checkpoint.every=0",
+            "total_steps=200",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert (tmp_path / "sweep" / "summary.csv").is_file()
         return

@@ -176,8 +176,15 @@ def test_real_breakout_frames_match_frame_stacker():
     from dqn_cli.config import EnvConfig
     from dqn_cli.envs.atari import make_vector_env
 
-    cfg = EnvConfig(name="breakout", kind="atari", game="Breakout", vectorization="sync", frame_stack=S,
-                    noop_max=5, max_episode_frames=600)  # fmt: skip
+    cfg = EnvConfig(
+        name="breakout",
+        kind="atari",
+        game="Breakout",
+        vectorization="sync",
+        frame_stack=S,
+        noop_max=5,
+        max_episode_frames=600,
+    )
     E, L = 2, 60
     envs = make_vector_env(cfg, E, seed=0, training=True)
     buf = ReplayBuffer(E * L, E, FRAME, np.uint8, frame_stack=S, n_step=1, gamma=0.99, seed=1)
@@ -197,8 +204,16 @@ def test_real_breakout_frames_match_frame_stacker():
         buf.add(obs, actions, rewards, terminated, truncated, finals)
         for e in range(E):
             true_next = np.concatenate([obs[e, 1:], finals[e][None]]) if ended[e] else None
-            log.add(e, heads[e], obs[e], actions[e], rewards[e], terminated[e], truncated[e],
-                    true_next if true_next is not None else obs[e])  # fmt: skip
+            log.add(
+                e,
+                heads[e],
+                obs[e],
+                actions[e],
+                rewards[e],
+                terminated[e],
+                truncated[e],
+                true_next if true_next is not None else obs[e],
+            )
         obs = stacker.step(frames, ended).copy()
         for e in range(E):  # fill in the next stack of transitions that did not end
             if not ended[e]:

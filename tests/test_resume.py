@@ -137,8 +137,11 @@ def test_exact_resume_gives_the_parameters_of_the_uninterrupted_run(tmp_path):
     assert "replay buffer restored" in c.stdout
 
     # the state at 200 was the same (a mid-run checkpoint vs the end of a 200-step run) ...
-    assert_same_tensors(load(straight / "checkpoints" / "step_000000200.pt")["agent"]["q_network"],
-                        load(split / "checkpoints" / "step_000000200.pt")["agent"]["q_network"], "q@200")  # fmt: skip
+    assert_same_tensors(
+        load(straight / "checkpoints" / "step_000000200.pt")["agent"]["q_network"],
+        load(split / "checkpoints" / "step_000000200.pt")["agent"]["q_network"],
+        "q@200",
+    )
     # ... and so is the state at 400
     x = load(straight / "checkpoints" / "step_000000400.pt")
     y = load(split / "checkpoints" / "step_000000400.pt")
@@ -151,9 +154,10 @@ def test_exact_resume_gives_the_parameters_of_the_uninterrupted_run(tmp_path):
         assert x["counters"][k] == y["counters"][k], k
     assert x["episode_stats"] == y["episode_stats"]
     np.testing.assert_array_equal(x["envs"]["obs"].numpy(), y["envs"]["obs"].numpy())
-    assert json.loads((straight / "summary.json").read_text())["final_eval_mean_return"] == json.loads(
-        (split / "summary.json").read_text()
-    )["final_eval_mean_return"]
+    assert (
+        json.loads((straight / "summary.json").read_text())["final_eval_mean_return"]
+        == json.loads((split / "summary.json").read_text())["final_eval_mean_return"]
+    )
     assert_no_repeated_or_forked_points(split / "tb")
 
 
@@ -198,8 +202,14 @@ def test_checkpoint_replay_round_trip(tmp_path):
     buf = ReplayBuffer(64, 2, (3,), np.float32, seed=0)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        buf.add(rng.random((2, 1, 3), dtype=np.float32), np.array([0, 1]), np.ones(2, np.float32),
-                np.zeros(2, bool), np.zeros(2, bool), None)  # fmt: skip
+        buf.add(
+            rng.random((2, 1, 3), dtype=np.float32),
+            np.array([0, 1]),
+            np.ones(2, np.float32),
+            np.zeros(2, bool),
+            np.zeros(2, bool),
+            None,
+        )
     ckpt.save_replay(tmp_path, buf.state_dict(), step=40)
     other = ReplayBuffer(64, 2, (3,), np.float32, seed=5)
     with ckpt.open_replay(tmp_path) as saved:
@@ -221,8 +231,9 @@ def _chain_buffer(kind: str, num_envs=2, frame_stack=2, n_step=3, capacity=120):
     from dqn_cli.replay.storage import ReplayBuffer
 
     sampler = PrioritizedSampler(alpha=0.6, eps=1e-6) if kind == "prioritized" else UniformSampler()
-    return ReplayBuffer(capacity, num_envs, (2,), np.float32, frame_stack=frame_stack, n_step=n_step, gamma=0.5,
-                        sampler=sampler)  # fmt: skip
+    return ReplayBuffer(
+        capacity, num_envs, (2,), np.float32, frame_stack=frame_stack, n_step=n_step, gamma=0.5, sampler=sampler
+    )
 
 
 def _play(buf, stacker, episode_ids, steps, start_t=0):
@@ -323,11 +334,27 @@ def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_p
     (tmp_path / ".hydra").mkdir()
 
     def cfg(total, resume):
-        return compose("env.name=chain", "env.id=TestChain-v0", "env.num_envs=2", "env.frame_stack=2",
-                       "network.hidden_sizes=[8]", "replay.capacity=200", "replay.n_step=3", "eval.every=0",
-                       "eval.episodes=1", "checkpoint.every=0", "checkpoint.save_replay=true", f"total_steps={total}",
-                       "learning_starts=10", "batch_size=4", "gamma=0.5", "device=cpu", "progress=off",
-                       "torch_threads=1", f"resume={resume or 'null'}")  # fmt: skip
+        return compose(
+            "env.name=chain",
+            "env.id=TestChain-v0",
+            "env.num_envs=2",
+            "env.frame_stack=2",
+            "network.hidden_sizes=[8]",
+            "replay.capacity=200",
+            "replay.n_step=3",
+            "eval.every=0",
+            "eval.episodes=1",
+            "checkpoint.every=0",
+            "checkpoint.save_replay=true",
+            f"total_steps={total}",
+            "learning_starts=10",
+            "batch_size=4",
+            "gamma=0.5",
+            "device=cpu",
+            "progress=off",
+            "torch_threads=1",
+            f"resume={resume or 'null'}",
+        )
 
     train(cfg(20, None), tmp_path)
     train(cfg(40, str(tmp_path)), tmp_path)  # the envs restart with fresh seeds (runtime's resume_envs stream)

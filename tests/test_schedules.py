@@ -52,11 +52,13 @@ def test_piecewise_by_value():
 
 
 def test_epsilon_schedule_dispatch():
-    lin = epsilon_schedule(ScheduleConfig(name="linear", epsilon_start=1.0, epsilon_end=0.05,
-                                          epsilon_decay_steps=10_000))  # fmt: skip
+    lin = epsilon_schedule(
+        ScheduleConfig(name="linear", epsilon_start=1.0, epsilon_end=0.05, epsilon_decay_steps=10_000)
+    )
     assert lin(5000) == pytest.approx(0.525) and lin(20_000) == pytest.approx(0.05)
-    exp = epsilon_schedule(ScheduleConfig(name="exponential", epsilon_start=1.0, epsilon_end=0.05,
-                                          epsilon_decay_steps=5000))  # fmt: skip
+    exp = epsilon_schedule(
+        ScheduleConfig(name="exponential", epsilon_start=1.0, epsilon_end=0.05, epsilon_decay_steps=5000)
+    )
     assert exp(5000) == pytest.approx(0.05 + 0.95 / math.e)
     pw = epsilon_schedule(ScheduleConfig(name="piecewise", points=[[0, 1.0], [100, 0.0]]))
     assert pw(25) == pytest.approx(0.75)
@@ -75,8 +77,11 @@ def test_beta_schedule_by_value():
 
 def test_beta_has_its_own_settings_whatever_the_epsilon_schedule():
     """schedule=exponential used to bend beta's curve too; beta now reads only the replay group."""
-    for schedule in (["schedule=linear"], ["schedule=exponential"],
-                     ["schedule=piecewise", "schedule.points=[[0,1.0],[10,0.1]]"]):  # fmt: skip
+    for schedule in (
+        ["schedule=linear"],
+        ["schedule=exponential"],
+        ["schedule=piecewise", "schedule.points=[[0,1.0],[10,0.1]]"],
+    ):
         cfg = compose("replay=prioritized", *schedule, "total_steps=100000")
         assert cfg.replay.beta_steps == 100_000  # fixed when the run starts
         start = cfg.replay.beta_start

@@ -71,8 +71,12 @@ def test_grid_runs_every_combination_into_named_job_dirs_and_a_summary(tmp_path)
     assert "optimizer.lr-0.0003" in names[3] and "seed-2" in names[3]
     assert not any(c in name for name in names for c in "=,: '\"")
     assert not any("checkpoint.every" in name or "torch_threads" in name for name in names)
-    assert {(r["seed"], r["optimizer.lr"]) for r in rows} == {("1", "0.0001"), ("1", "0.0003"),
-                                                              ("2", "0.0001"), ("2", "0.0003")}  # fmt: skip
+    assert {(r["seed"], r["optimizer.lr"]) for r in rows} == {
+        ("1", "0.0001"),
+        ("1", "0.0003"),
+        ("2", "0.0001"),
+        ("2", "0.0003"),
+    }
     assert [r["dir"] for r in rows] == names
     assert "| job | optimizer.lr | seed |" in proc.stdout  # the table is printed
     assert "\r" not in (jobs[0] / "train.log").read_text()  # no progress bar under multirun
@@ -80,8 +84,13 @@ def test_grid_runs_every_combination_into_named_job_dirs_and_a_summary(tmp_path)
 
 def test_optuna_maximises_the_returned_eval_return(tmp_path):
     # plain hydra/sweeper=optuna (the plugin's default direction is minimize)
-    sweep_dir, proc = sweep(tmp_path, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
-                            "hydra.sweeper.sampler.seed=1", "optimizer.lr=interval(1e-5,1e-3)")  # fmt: skip
+    sweep_dir, proc = sweep(
+        tmp_path,
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.sampler.seed=1",
+        "optimizer.lr=interval(1e-5,1e-3)",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Directions: ['maximize']" in proc.stderr + proc.stdout
     results = OmegaConf.load(sweep_dir / "optimization_results.yaml")
@@ -119,13 +128,30 @@ def test_a_sweep_stopped_by_a_bad_job_still_lists_it_as_failed(tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["+search=cartpole"], {"sweeper._target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
-                                "sweeper.direction": "maximize", "sweeper.params.batch_size": "choice(32, 64, 128)"}),
-        (["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
-         {"launcher._target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
-          "launcher.partition": "gpu", "launcher.gpus_per_node": 1, "launcher.array_parallelism": 16}),
-        ([], {"callbacks.sweep_summary._target_": "dqn_cli.app.sweep.SweepSummary",
-              "callbacks.sweep_setup._target_": "dqn_cli.app.sweep.SweepSetup"}),
+        (
+            ["+search=cartpole"],
+            {
+                "sweeper._target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+                "sweeper.direction": "maximize",
+                "sweeper.params.batch_size": "choice(32, 64, 128)",
+            },
+        ),
+        (
+            ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+            {
+                "launcher._target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+                "launcher.partition": "gpu",
+                "launcher.gpus_per_node": 1,
+                "launcher.array_parallelism": 16,
+            },
+        ),
+        (
+            [],
+            {
+                "callbacks.sweep_summary._target_": "dqn_cli.app.sweep.SweepSummary",
+                "callbacks.sweep_setup._target_": "dqn_cli.app.sweep.SweepSetup",
+            },
+        ),
     ],
     ids=["search-preset", "slurm-preset", "callbacks"],
 )
@@ -166,8 +192,14 @@ def test_summary_marks_the_best_job_and_lists_failed_and_stopped_ones(tmp_path):
     from dqn_cli.app.sweep import collect_jobs, write_summary
 
     def result(ret):
-        return {"final_eval_mean_return": ret, "final_eval_std_return": 0.0, "best_eval_mean_return": ret + 1,
-                "total_steps": 100, "wall_seconds": 1.5, "env_steps_per_second": 66.7}  # fmt: skip
+        return {
+            "final_eval_mean_return": ret,
+            "final_eval_std_return": 0.0,
+            "best_eval_mean_return": ret + 1,
+            "total_steps": 100,
+            "wall_seconds": 1.5,
+            "env_steps_per_second": 66.7,
+        }
 
     sw = tmp_path
     _fake_job(sw, 0, ["seed=1", "total_steps=100"], result(10.0), {"status": "completed", "return_value": 10.0})
@@ -201,15 +233,17 @@ def test_summary_marks_the_best_job_and_lists_failed_and_stopped_ones(tmp_path):
 
 
 def _config(launcher: dict, n_jobs_sweep: str = "seed=1,2,3,4", num_envs: int = 4, sweeper: dict | None = None):
-    return OmegaConf.create({
-        "env": {"num_envs": num_envs},
-        "torch_threads": 0,
-        "hydra": {
-            "launcher": launcher,
-            "sweeper": sweeper or {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
-            "overrides": {"task": [n_jobs_sweep, "total_steps=100"], "hydra": []},
-        },
-    })  # fmt: skip
+    return OmegaConf.create(
+        {
+            "env": {"num_envs": num_envs},
+            "torch_threads": 0,
+            "hydra": {
+                "launcher": launcher,
+                "sweeper": sweeper or {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"},
+                "overrides": {"task": [n_jobs_sweep, "total_steps=100"], "hydra": []},
+            },
+        }
+    )
 
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
@@ -226,8 +260,11 @@ def test_oversubscription_warning_counts_parallel_jobs_times_envs():
     assert oversubscription_warning(_config({"_target_": JOBLIB, "n_jobs": 2}, num_envs=2), cpus=4) is None
     basic = {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}
     assert oversubscription_warning(_config(basic), cpus=1) is None  # one job at a time
-    optuna = {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", "n_jobs": 3,
-              "n_trials": 20}  # fmt: skip
+    optuna = {
+        "_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+        "n_jobs": 3,
+        "n_trials": 20,
+    }
     assert parallel_jobs(_config({"_target_": JOBLIB, "n_jobs": 8}, "optimizer.lr=0.1", sweeper=optuna), cpus=16) == 3
 
 

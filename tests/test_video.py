@@ -79,8 +79,15 @@ def gif_frames(data: bytes) -> list[np.ndarray]:
 def test_dqn_eval_video_writes_an_mp4_of_the_scored_episodes(video_run, tmp_path, monkeypatch):
     headless(monkeypatch)
     eval_dir = tmp_path / "eval"
-    proc = run_dqn("eval", f"checkpoint={video_run / 'checkpoints' / 'last.pt'}", "episodes=2", "video=true",
-                   "epsilon=0.5", "seed=3", f"hydra.run.dir={eval_dir}")  # fmt: skip
+    proc = run_dqn(
+        "eval",
+        f"checkpoint={video_run / 'checkpoints' / 'last.pt'}",
+        "episodes=2",
+        "video=true",
+        "epsilon=0.5",
+        "seed=3",
+        f"hydra.run.dir={eval_dir}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert XDG_NOISE not in proc.stderr, proc.stderr[-3000:]
     result = last_json_line(proc.stdout)
@@ -195,8 +202,15 @@ def test_the_replay_is_the_scored_episodes_cartpole():
 def test_the_replay_is_the_scored_episodes_breakout():
     pytest.importorskip("ale_py")
     cfg = compose()
-    cfg.env = dataclasses.replace(cfg.env, name="breakout", kind="atari", game="Breakout", frame_stack=4,
-                                  sticky_action_prob=0.25, max_episode_steps=250)  # fmt: skip
+    cfg.env = dataclasses.replace(
+        cfg.env,
+        name="breakout",
+        kind="atari",
+        game="Breakout",
+        frame_stack=4,
+        sticky_action_prob=0.25,
+        max_episode_steps=250,
+    )
     spec = describe_env(cfg.env)
     net = _Uniform(spec.n_actions)  # epsilon=1: random play, no CNN to run on a busy CPU
     result = _scored(cfg, net, spec, 3, 2, seed=1, epsilon=1.0, record_actions=True)
@@ -242,8 +256,9 @@ def test_rendering_prints_no_sdl_noise_on_a_headless_machine(monkeypatch):
         "frames = video.record_episode_frames(net, cfg.env, spec, 0, 0.0, torch.device('cpu'), max_frames=3);"
         "print(len(frames))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "3"
     assert XDG_NOISE not in proc.stderr, proc.stderr

@@ -157,8 +157,21 @@ def run_hydra(command: str, args: list[str]) -> int:
             args = rewrite_resume_args(args)
         except ValueError as err:
             fail("train", str(err))
-        inspecting = {"--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "-p", "--package", "-sc",
-                      "--shell-completion", "-m", "--multirun"}  # fmt: skip
+        inspecting = {
+            "--cfg",
+            "-c",
+            "--info",
+            "-i",
+            "--help",
+            "-h",
+            "--hydra-help",
+            "-p",
+            "--package",
+            "-sc",
+            "--shell-completion",
+            "-m",
+            "--multirun",
+        }
         if not inspecting & set(args) and not any(a.startswith("hydra.output_subdir=") for a in args):
             args = [*args, RECORD_CONFIG]  # .hydra/ is written once the input passed every check
     task = _train_task if command == "train" else _eval_task
@@ -176,8 +189,12 @@ def run_hydra(command: str, args: list[str]) -> int:
         if debug():
             raise
         signum = getattr(err, "signum", signal.SIGINT)
-        fail(command, f"interrupted by {signal.Signals(signum).name}; stopped at once "
-                      "(the last complete checkpoint, if any, is kept)", code=128 + signum)  # fmt: skip
+        fail(
+            command,
+            f"interrupted by {signal.Signals(signum).name}; stopped at once "
+            "(the last complete checkpoint, if any, is kept)",
+            code=128 + signum,
+        )
     finally:
         sys.argv[0] = argv0
     return 128 + _stopped_by[-1] if _stopped_by else 0

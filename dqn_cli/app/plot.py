@@ -32,8 +32,21 @@ from pathlib import Path
 import numpy as np
 
 # config keys that do not change what is learned: runs differing only in these are one configuration
-IGNORED = ("seed", "device", "progress", "log_every", "torch_threads", "resume", "checkpoint.", "eval.every",
-           "eval.video", "eval.episodes", "eval.max_episode_steps", "env.name", "env.vectorization")  # fmt: skip
+IGNORED = (
+    "seed",
+    "device",
+    "progress",
+    "log_every",
+    "torch_threads",
+    "resume",
+    "checkpoint.",
+    "eval.every",
+    "eval.video",
+    "eval.episodes",
+    "eval.max_episode_steps",
+    "env.name",
+    "env.vectorization",
+)
 WINDOW = 100  # training episodes in the moving average of --metric train
 BOOTSTRAP = 2000  # bootstrap resamples
 POINTS = 60  # grid points of a --metric train curve
@@ -209,8 +222,9 @@ def group_curve(group: Group, metric: str, rng: np.random.Generator):
     if steps.size == 0:
         return steps, steps, steps, steps
     mean = np.nanmean(values, axis=0)
-    bands = np.array([bootstrap_ci(col[~np.isnan(col)], rng) if (~np.isnan(col)).any() else (np.nan, np.nan)
-                      for col in values.T])  # fmt: skip
+    bands = np.array(
+        [bootstrap_ci(col[~np.isnan(col)], rng) if (~np.isnan(col)).any() else (np.nan, np.nan) for col in values.T]
+    )
     return steps, mean, bands[:, 0], bands[:, 1]
 
 
@@ -224,28 +238,46 @@ def table_rows(groups: list[Group], metric: str, rng: np.random.Generator, refer
         scores = np.array([final_score(run, metric) for run in g.runs])
         scores = scores[~np.isnan(scores)]
         lo, hi = bootstrap_ci(scores, rng) if scores.size else (float("nan"), float("nan"))
-        rows.append({
-            "env": g.env, "configuration": g.label, "runs": int(scores.size),
-            "final_mean": float(scores.mean()) if scores.size else float("nan"),
-            "final_iqm": iqm(scores) if scores.size else float("nan"),
-            "ci95_low": lo, "ci95_high": hi, "reference": references.get(g.env, ""),
-        })  # fmt: skip
+        rows.append(
+            {
+                "env": g.env,
+                "configuration": g.label,
+                "runs": int(scores.size),
+                "final_mean": float(scores.mean()) if scores.size else float("nan"),
+                "final_iqm": iqm(scores) if scores.size else float("nan"),
+                "ci95_low": lo,
+                "ci95_high": hi,
+                "reference": references.get(g.env, ""),
+            }
+        )
     return rows
 
 
 def render_markdown(rows: list[dict], metric: str) -> str:
     what = "final evaluation mean return" if metric == "eval" else f"mean of the last {WINDOW} training episodes"
-    lines = [f"Final score per configuration ({what}; mean, interquartile mean and 95% bootstrap CI over runs)", "",
-             "| env | configuration | runs | mean | IQM | 95% CI | reference |", "| --- | --- | ---: | ---: | ---: | --- | ---: |"]  # fmt: skip
+    lines = [
+        f"Final score per configuration ({what}; mean, interquartile mean and 95% bootstrap CI over runs)",
+        "",
+        "| env | configuration | runs | mean | IQM | 95% CI | reference |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: |",
+    ]
     for r in rows:
         ref = r["reference"] if r["reference"] != "" else ""
-        lines.append(f"| {r['env']} | {r['configuration']} | {r['runs']} | {r['final_mean']:.2f} | {r['final_iqm']:.2f} "
-                     f"| [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | {ref} |")  # fmt: skip
+        lines.append(
+            f"| {r['env']} | {r['configuration']} | {r['runs']} | {r['final_mean']:.2f} | {r['final_iqm']:.2f} "
+            f"| [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | {ref} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def draw(groups: list[Group], metric: str, out: Path, rng: np.random.Generator, references: dict[str, float],
-         title: str | None = None) -> None:  # fmt: skip
+def draw(
+    groups: list[Group],
+    metric: str,
+    out: Path,
+    rng: np.random.Generator,
+    references: dict[str, float],
+    title: str | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,13 +295,15 @@ def draw(groups: list[Group], metric: str, out: Path, rng: np.random.Generator, 
             (line,) = ax.plot(steps, mean, label=f"{g.label} ({len(g.runs)} run{'s' if len(g.runs) > 1 else ''})")
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         if env in references:
-            ax.axhline(references[env], color="black", linestyle="--", linewidth=1, label=f"reference {references[env]:g}")
+            ax.axhline(
+                references[env], color="black", linestyle="--", linewidth=1, label=f"reference {references[env]:g}"
+            )
         ax.set_title(env)
         ax.set_xlabel("env steps")
         ax.set_ylabel("eval mean return" if metric == "eval" else f"train return ({WINDOW}-episode mean)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    for ax in list(axes.flat)[len(envs):]:
+    for ax in list(axes.flat)[len(envs) :]:
         ax.axis("off")
     if title:
         import textwrap
@@ -280,8 +314,14 @@ def draw(groups: list[Group], metric: str, out: Path, rng: np.random.Generator, 
     plt.close(fig)
 
 
-def plot(paths: list[str], out: Path | None = None, metric: str = "eval", references: dict[str, float] | None = None,
-         title: str | None = None, seed: int = 0) -> tuple[Path, list[dict]]:  # fmt: skip
+def plot(
+    paths: list[str],
+    out: Path | None = None,
+    metric: str = "eval",
+    references: dict[str, float] | None = None,
+    title: str | None = None,
+    seed: int = 0,
+) -> tuple[Path, list[dict]]:
     """Write the PNG, ``.md`` and ``.csv`` table; return the PNG's path and the table rows."""
     runs = find_runs(paths)
     if metric == "eval" and not any(len(r.evals) for r in runs):
@@ -308,7 +348,9 @@ def _reference(text: str) -> tuple[str, float]:
     try:
         return env, float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--reference takes ENV=VALUE, e.g. MinAtar/Breakout=9.5, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"--reference takes ENV=VALUE, e.g. MinAtar/Breakout=9.5, got {text!r}"
+        ) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -320,11 +362,21 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str]) -> int:
     parser = _Parser(prog="dqn plot", description="Learning curves over seeds: a PNG and a table (mean, IQM, 95% CI).")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run dirs, sweep dirs or result folders")
-    parser.add_argument("--metric", choices=("eval", "train"), default="eval",
-                        help="eval: evaluation mean return (default); train: mean of the last 100 training episodes")
+    parser.add_argument(
+        "--metric",
+        choices=("eval", "train"),
+        default="eval",
+        help="eval: evaluation mean return (default); train: mean of the last 100 training episodes",
+    )
     parser.add_argument("--out", type=Path, default=None, help="the PNG to write (default: PATH/plot_METRIC.png)")
-    parser.add_argument("--reference", type=_reference, action="append", default=[], metavar="ENV=VALUE",
-                        help="a dashed reference level on ENV's panel, e.g. MinAtar/Breakout=9.5 (repeatable)")
+    parser.add_argument(
+        "--reference",
+        type=_reference,
+        action="append",
+        default=[],
+        metavar="ENV=VALUE",
+        help="a dashed reference level on ENV's panel, e.g. MinAtar/Breakout=9.5 (repeatable)",
+    )
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     try:

@@ -160,14 +160,16 @@ def collect_jobs(sweep_dir: Path, final: bool = True) -> list[JobRow]:
             status = "failed" if final else "running"
             if final and not error:
                 error = "no summary.json: the job stopped early (see its train.log and the sweep's output)"
-        rows.append(JobRow(
-            num=_job_num(job_dir),
-            dir=job_dir.relative_to(sweep_dir).as_posix(),
-            overrides=[str(o) for o in overrides],
-            status=status,
-            error=error,
-            results={k: summary[k] for k in RESULT_KEYS if k in summary} if summary else {},
-        ))  # fmt: skip
+        rows.append(
+            JobRow(
+                num=_job_num(job_dir),
+                dir=job_dir.relative_to(sweep_dir).as_posix(),
+                overrides=[str(o) for o in overrides],
+                status=status,
+                error=error,
+                results={k: summary[k] for k in RESULT_KEYS if k in summary} if summary else {},
+            )
+        )
     rows.sort(key=lambda r: (r.num, r.dir))
     scored = [r for r in rows if r.status == "ok" and math.isfinite(r.objective)]
     if scored:
@@ -207,10 +209,18 @@ def render_csv(rows: list[JobRow]) -> str:
     writer.writerow(["job", "best", "status", *swept, *RESULT_KEYS, "dir", "overrides", "error"])
     for row in rows:
         kv = dict(_split(o) for o in row.overrides)
-        writer.writerow([
-            row.num, "*" if row.best else "", row.status, *(kv.get(k, "") for k in swept),
-            *(row.results.get(k, "") for k in RESULT_KEYS), row.dir, " ".join(row.overrides), row.error,
-        ])  # fmt: skip
+        writer.writerow(
+            [
+                row.num,
+                "*" if row.best else "",
+                row.status,
+                *(kv.get(k, "") for k in swept),
+                *(row.results.get(k, "") for k in RESULT_KEYS),
+                row.dir,
+                " ".join(row.overrides),
+                row.error,
+            ]
+        )
     return out.getvalue()
 
 
@@ -225,18 +235,34 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path, optuna: dict | None = N
     keys = swept or ["overrides"]
     header = ["job", *keys, "final return", "best return", "env steps", "wall s", "status", "best"]
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---:" if h in ("job", "final return", "best return", "env steps", "wall s")
-                                else "---" for h in header) + "|")  # fmt: skip
+    lines.append(
+        "|"
+        + "|".join(
+            "---:" if h in ("job", "final return", "best return", "env steps", "wall s") else "---" for h in header
+        )
+        + "|"
+    )
     for row in rows:
         kv = dict(_split(o) for o in row.overrides)
         cells = [kv.get(k, "") for k in swept] if swept else [" ".join(row.overrides)]
         status = row.status if not row.error else f"{row.status}: {row.error}"
         r = row.results
-        lines.append("| " + " | ".join([
-            str(row.num), *cells, _fmt(r.get("final_eval_mean_return")), _fmt(r.get("best_eval_mean_return")),
-            _fmt(r.get("total_steps")), _fmt(r.get("wall_seconds"), 1), status.replace("|", "/"),
-            "**best**" if row.best else "",
-        ]) + " |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(row.num),
+                    *cells,
+                    _fmt(r.get("final_eval_mean_return")),
+                    _fmt(r.get("best_eval_mean_return")),
+                    _fmt(r.get("total_steps")),
+                    _fmt(r.get("wall_seconds"), 1),
+                    status.replace("|", "/"),
+                    "**best**" if row.best else "",
+                ]
+            )
+            + " |"
+        )
     lines.append("")
     best = next((r for r in rows if r.best), None)
     if best is not None:
@@ -245,8 +271,9 @@ def render_markdown(rows: list[JobRow], sweep_dir: Path, optuna: dict | None = N
         lines.append("Best job: none (no job finished with a finite evaluation return).")
     if optuna:
         if "best_value" in optuna:
-            lines.append(f"Optuna ({OPTUNA_RESULTS}): best value {optuna['best_value']} "
-                         f"with {optuna.get('best_params')}.")  # fmt: skip
+            lines.append(
+                f"Optuna ({OPTUNA_RESULTS}): best value {optuna['best_value']} with {optuna.get('best_params')}."
+            )
         else:
             lines.append(f"Optuna ({OPTUNA_RESULTS}): {optuna.get('solutions')}.")
     return "\n".join(lines) + "\n"
@@ -421,8 +448,9 @@ class SweepSummary(Callback):
                 return
             job_dir = Path(str(config.hydra.runtime.output_dir))
             if config.hydra.output_subdir is not None:
-                atomic_write_text(job_dir / str(config.hydra.output_subdir) / JOB_RETURN,
-                              json.dumps(_job_record(job_return)) + "\n")  # fmt: skip
+                atomic_write_text(
+                    job_dir / str(config.hydra.output_subdir) / JOB_RETURN, json.dumps(_job_record(job_return)) + "\n"
+                )
             # a sweep that fails half-way never reaches on_multirun_end: keep the table current
             write_summary(Path(str(config.hydra.sweep.dir)), final=False)
         except Exception as err:  # the job's own result matters more than its row
@@ -480,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     for arg in args:
         sweep_dir = Path(arg)
         if not sweep_dir.is_dir() or not _job_dirs(sweep_dir):
-            print(f"dqn_cli.app.sweep: error: {arg} is not a sweep dir (no job dirs with .hydra/ in it)", file=sys.stderr)
+            print(
+                f"dqn_cli.app.sweep: error: {arg} is not a sweep dir (no job dirs with .hydra/ in it)", file=sys.stderr
+            )
             return 2
         _, markdown = write_summary(sweep_dir, final=True)
         print(markdown + f"\n(written to {sweep_dir / SUMMARY_CSV} and {sweep_dir / SUMMARY_MD})")

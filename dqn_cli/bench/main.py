@@ -63,10 +63,18 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int) -
         obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
     else:
         obs = rng.standard_normal((batch_size, *obs_shape)).astype(np.float32)
-    batch = Batch(obs, rng.integers(n_actions, size=batch_size), np.ones(batch_size, np.float32), obs.copy(),
-                  np.full(batch_size, 0.99, np.float32), np.arange(batch_size), np.ones(batch_size, np.float32))  # fmt: skip
-    agent = DQNAgent(build_network(net_cfg, obs_shape, n_actions).to(device), OptimizerConfig(), n_actions,
-                     True, "huber", device)  # fmt: skip
+    batch = Batch(
+        obs,
+        rng.integers(n_actions, size=batch_size),
+        np.ones(batch_size, np.float32),
+        obs.copy(),
+        np.full(batch_size, 0.99, np.float32),
+        np.arange(batch_size),
+        np.ones(batch_size, np.float32),
+    )
+    agent = DQNAgent(
+        build_network(net_cfg, obs_shape, n_actions).to(device), OptimizerConfig(), n_actions, True, "huber", device
+    )
     for _ in range(5):
         agent.update(batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -77,8 +85,9 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int) -
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dqn bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="dqn bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", nargs="?", default="all", choices=["all", "envs", "update", "replay"])
     parser.add_argument("--quick", action="store_true", help="shorter measurements (a few seconds each part)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (for update throughput)")
@@ -100,8 +109,12 @@ def main(argv: list[str]) -> int:
 
     torch.set_num_threads(torch_threads_for(args.threads, 0))
     seconds = 0.5 if args.quick else 1.0
-    figures: dict = {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "quick": args.quick}  # fmt: skip
+    figures: dict = {
+        "device": str(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "quick": args.quick,
+    }
     rows: list[tuple[str, str]] = []
 
     if args.what in ("all", "envs"):
@@ -136,9 +149,13 @@ def main(argv: list[str]) -> int:
             if key.endswith("_us"):
                 rows.append((f"replay {key[:-3].replace('_', ' ')}", f"{value:,.1f} us"))
         for kind in ("uniform", "per"):
-            rows.append((f"replay {kind} memory, Atari transition",
-                         f"{replay_figures[f'{kind}_bytes_per_transition']:,.0f} B "
-                         f"({replay_figures[f'{kind}_gib_at_2_20']} GiB at 2^20)"))  # fmt: skip
+            rows.append(
+                (
+                    f"replay {kind} memory, Atari transition",
+                    f"{replay_figures[f'{kind}_bytes_per_transition']:,.0f} B "
+                    f"({replay_figures[f'{kind}_gib_at_2_20']} GiB at 2^20)",
+                )
+            )
 
     verdict = _verdict(figures)
     if verdict:
@@ -184,10 +201,13 @@ def _verdict(f: dict) -> str:
         need = env_keys[best] / train_every
     _, backend, num_envs, *_ = best.split("_")
     if ups < need:
-        bound = (f"learner-bound: {game} envs give {env_keys[best]:,.0f} steps/s but the network trains at "
-                 f"{ups:,.0f} updates/s (needs {need:,.0f} at train_every={train_every}); "
-                 "a GPU (device=cuda) or a larger train_every helps more than more envs")  # fmt: skip
+        bound = (
+            f"learner-bound: {game} envs give {env_keys[best]:,.0f} steps/s but the network trains at "
+            f"{ups:,.0f} updates/s (needs {need:,.0f} at train_every={train_every}); "
+            "a GPU (device=cuda) or a larger train_every helps more than more envs"
+        )
     else:
-        bound = (f"env-bound: {game} envs give {env_keys[best]:,.0f} steps/s and the network keeps up "
-                 f"({ups:,.0f} updates/s)")  # fmt: skip
+        bound = (
+            f"env-bound: {game} envs give {env_keys[best]:,.0f} steps/s and the network keeps up ({ups:,.0f} updates/s)"
+        )
     return f"{bound}; suggested env.vectorization={backend} env.num_envs={num_envs}"

@@ -247,8 +247,17 @@ def run(quick: bool = False) -> dict:
         return td_pool[k[0]]
 
     # --- prioritized, 1-float frames: the trees' cost
-    per = ReplayBuffer(PER_CAPACITY, NUM_ENVS, (1,), np.float32, frame_stack=1, n_step=1, gamma=0.99, seed=0,
-                       sampler=PrioritizedSampler(alpha=0.6, eps=1e-6))  # fmt: skip
+    per = ReplayBuffer(
+        PER_CAPACITY,
+        NUM_ENVS,
+        (1,),
+        np.float32,
+        frame_stack=1,
+        n_step=1,
+        gamma=0.99,
+        seed=0,
+        sampler=PrioritizedSampler(alpha=0.6, eps=1e-6),
+    )
     fill_synthetic(per)
 
     def per_sample_update():
@@ -263,8 +272,10 @@ def run(quick: bool = False) -> dict:
 
     per_t = time_us(per_sample_update, number, repeat)
     per_tree_t = time_us(per_tree_only, number, repeat)
-    rows += [("PER sample(32) + update_priorities(32), 1-float frames", PER_CAPACITY, per_t),
-             ("  the same, trees only (no batch of transitions)", PER_CAPACITY, per_tree_t)]  # fmt: skip
+    rows += [
+        ("PER sample(32) + update_priorities(32), 1-float frames", PER_CAPACITY, per_t),
+        ("  the same, trees only (no batch of transitions)", PER_CAPACITY, per_tree_t),
+    ]
 
     # --- BASELINE 2: vectorised binary trees (Dopamine's layout), the same trees-only work
     binary = VectorisedBinaryTrees(PER_CAPACITY)
@@ -299,8 +310,10 @@ def run(quick: bool = False) -> dict:
 
     py_t = time_us(python_sample_update, slow_number, repeat)
     py_tree_t = time_us(python_tree_only, slow_number, repeat)
-    rows += [("BASELINE per-item Python segment tree (labml), same gather", PER_CAPACITY, py_t),
-             ("  the same, trees only", PER_CAPACITY, py_tree_t)]  # fmt: skip
+    rows += [
+        ("BASELINE per-item Python segment tree (labml), same gather", PER_CAPACITY, py_t),
+        ("  the same, trees only", PER_CAPACITY, py_tree_t),
+    ]
     base = None  # free the baseline tree
 
     # --- one vector step of 4 envs into each buffer, 1-float frames
@@ -308,8 +321,10 @@ def run(quick: bool = False) -> dict:
     fill_synthetic(uniform_small)
     uniform_add_t = time_us(_add_step(uniform_small), number, repeat)
     per_add_t = time_us(_add_step(per), number, repeat)
-    rows += [("uniform add, one step of 4 envs", PER_CAPACITY, uniform_add_t),
-             ("PER add, one step of 4 envs", PER_CAPACITY, per_add_t)]  # fmt: skip
+    rows += [
+        ("uniform add, one step of 4 envs", PER_CAPACITY, uniform_add_t),
+        ("PER add, one step of 4 envs", PER_CAPACITY, per_add_t),
+    ]
     uniform_small = per = None  # free them before the Atari buffers
 
     # --- Atari frames: 84x84 uint8 stored once, stacks of 4 rebuilt at sample time
@@ -323,8 +338,9 @@ def run(quick: bool = False) -> dict:
     uniform = ReplayBuffer(capacity, NUM_ENVS, (84, 84), np.uint8, frame_stack=4, n_step=1)
     fill_synthetic(uniform)
     uniform_t = time_us(lambda: uniform.sample(BATCH), number, repeat)
-    per_atari = ReplayBuffer(capacity, NUM_ENVS, (84, 84), np.uint8, frame_stack=4, n_step=1,
-                             sampler=PrioritizedSampler(alpha=0.6, eps=1e-6))  # fmt: skip
+    per_atari = ReplayBuffer(
+        capacity, NUM_ENVS, (84, 84), np.uint8, frame_stack=4, n_step=1, sampler=PrioritizedSampler(alpha=0.6, eps=1e-6)
+    )
     per_atari.frames = uniform.frames  # the same frames: no second copy in memory
     fill_synthetic(per_atari)
 
@@ -341,8 +357,10 @@ def run(quick: bool = False) -> dict:
         "uniform_gib_at_2_20": round(uniform.bytes_per_transition * 2**20 / 2**30, 2),
         "per_gib_at_2_20": round(per_atari.bytes_per_transition * 2**20 / 2**30, 2),
     }
-    rows += [(f"uniform sample(32), Atari 4x84x84 uint8 ({gib:.1f} GiB)", capacity, uniform_t),
-             ("PER sample(32) + update_priorities(32), Atari frames", capacity, per_atari_t)]  # fmt: skip
+    rows += [
+        (f"uniform sample(32), Atari 4x84x84 uint8 ({gib:.1f} GiB)", capacity, uniform_t),
+        ("PER sample(32) + update_priorities(32), Atari frames", capacity, per_atari_t),
+    ]
     uniform = per_atari = None
 
     result = {
@@ -381,14 +399,18 @@ def _print_table(rows, result) -> None:
     print(f"{'replay benchmark':<{width}}  {'capacity':>11}  {'us (wall)':>10}  {'us (cpu)':>9}")
     for name, cap, (wall, cpu) in rows:
         print(f"{name:<{width}}  {cap:>11,}  {wall:>10.1f}  {cpu:>9.1f}")
-    print(f"PER speedup over the per-item Python segment tree: {result['speedup_vs_python_segment_tree']:.1f}x "
-          f"(trees only {result['speedup_trees_only']:.1f}x); K-ary trees over vectorised binary trees: "
-          f"{result['speedup_trees_only_vs_binary']:.2f}x; goal: PER sample + update <= 100 us. "
-          f"{result['timing']}; load average {result['load_average_1min']} on {result['cpu']}")  # fmt: skip
-    print(f"replay memory per Atari transition: {result['uniform_bytes_per_transition']:,.0f} B uniform, "
-          f"{result['per_bytes_per_transition']:,.0f} B prioritized (stacked obs + next_obs would take "
-          f"{result['stacked_bytes_per_transition']:,} B); at 2^20 transitions {result['uniform_gib_at_2_20']} / "
-          f"{result['per_gib_at_2_20']} GiB")  # fmt: skip
+    print(
+        f"PER speedup over the per-item Python segment tree: {result['speedup_vs_python_segment_tree']:.1f}x "
+        f"(trees only {result['speedup_trees_only']:.1f}x); K-ary trees over vectorised binary trees: "
+        f"{result['speedup_trees_only_vs_binary']:.2f}x; goal: PER sample + update <= 100 us. "
+        f"{result['timing']}; load average {result['load_average_1min']} on {result['cpu']}"
+    )
+    print(
+        f"replay memory per Atari transition: {result['uniform_bytes_per_transition']:,.0f} B uniform, "
+        f"{result['per_bytes_per_transition']:,.0f} B prioritized (stacked obs + next_obs would take "
+        f"{result['stacked_bytes_per_transition']:,} B); at 2^20 transitions {result['uniform_gib_at_2_20']} / "
+        f"{result['per_gib_at_2_20']} GiB"
+    )
     if "note" in result:
         print(result["note"])
 

@@ -49,11 +49,14 @@ class NatureCNNTorso(nn.Module):
         act = ACTIVATIONS[activation]
         c, h, w = (int(d) for d in obs_shape)
         self.conv = nn.Sequential(
-            nn.Conv2d(c, 32, 8, stride=4), act(),
-            nn.Conv2d(32, 64, 4, stride=2), act(),
-            nn.Conv2d(64, 64, 3, stride=1), act(),
+            nn.Conv2d(c, 32, 8, stride=4),
+            act(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            act(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            act(),
             nn.Flatten(),
-        )  # fmt: skip
+        )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, c, h, w)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat, hidden), act())

@@ -100,7 +100,7 @@ def resolve_game(game: str) -> tuple[str, str]:
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise ConfigError(
         f"env.game={game!r} is not an ALE game; {hint}valid names include {', '.join(_POPULAR)} "
-        f"({len(games)} games: python -c \"import ale_py.roms as r; print(r.get_all_rom_ids())\")"
+        f'({len(games)} games: python -c "import ale_py.roms as r; print(r.get_all_rom_ids())")'
     )
 
 

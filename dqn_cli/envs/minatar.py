@@ -148,4 +148,3 @@ def describe(cfg: EnvConfig):
         )
     finally:
         env.close()
-

@@ -65,7 +65,9 @@ def describe_env(cfg: EnvConfig) -> EnvSpec:
     try:
         env = make_classic_env(cfg.id, cfg.max_episode_steps)
     except gym.error.Error as err:
-        raise ConfigError(f"env.id={cfg.id!r} is not a registered Gymnasium env ({err}); e.g. env.id=Acrobot-v1") from None
+        raise ConfigError(
+            f"env.id={cfg.id!r} is not a registered Gymnasium env ({err}); e.g. env.id=Acrobot-v1"
+        ) from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
         if not isinstance(act_space, gym.spaces.Discrete):

@@ -26,8 +26,10 @@ class EnvWorkerDied(RuntimeError):
 
     def __init__(self, err: BaseException, env_cfg, step: int, run_dir: Path, envs=None, eval_envs=None):
         name = env_cfg.label
-        dead = [f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
-                for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})]  # fmt: skip
+        dead = [
+            f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
+            for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})
+        ]
         what = "; ".join(dead) if dead else f"an env worker of {name} stopped answering ({type(err).__name__})"
         super().__init__(
             f"{what} at env step {step}; training stopped, the last checkpoint is kept "
@@ -61,8 +63,12 @@ def _worker_processes(envs) -> list:
 def _dead_workers(labelled_envs: dict, wait: float = 2.0) -> list[tuple[str, int, int, object]]:
     """(label, index, number of workers, process) of the workers of the vector envs that are gone;
     waits up to ``wait`` seconds for one (a pipe breaks a moment before its process is reaped)."""
-    workers = [(label, i, len(procs), p) for label, vec in labelled_envs.items()
-               for procs in [_worker_processes(vec)] for i, p in enumerate(procs)]  # fmt: skip
+    workers = [
+        (label, i, len(procs), p)
+        for label, vec in labelled_envs.items()
+        for procs in [_worker_processes(vec)]
+        for i, p in enumerate(procs)
+    ]
     deadline = time.monotonic() + wait
     while True:
         dead = [w for w in workers if not w[3].is_alive()]

@@ -122,8 +122,13 @@ class PrioritizedSampler:
         branching, top_size: the trees' shape (:mod:`dqn_cli.replay.sum_tree`).
     """
 
-    def __init__(self, alpha: float = 0.6, eps: float = 1e-6, branching: int = DEFAULT_BRANCHING,
-                 top_size: int = DEFAULT_TOP_SIZE):  # fmt: skip
+    def __init__(
+        self,
+        alpha: float = 0.6,
+        eps: float = 1e-6,
+        branching: int = DEFAULT_BRANCHING,
+        top_size: int = DEFAULT_TOP_SIZE,
+    ):
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         if eps <= 0:
@@ -295,8 +300,11 @@ class PrioritizedSampler:
 
     # -------------------------------------------------------------- persist
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"per_priorities": self.sum_tree.leaves, "per_max_priority": np.array(self.max_priority),
-                "per_beta": np.array(self.beta)}  # fmt: skip
+        return {
+            "per_priorities": self.sum_tree.leaves,
+            "per_max_priority": np.array(self.max_priority),
+            "per_beta": np.array(self.beta),
+        }
 
     def load_state_dict(self, state: dict, valid: np.ndarray) -> None:
         self.max_priority = float(state.get("per_max_priority", 1.0))

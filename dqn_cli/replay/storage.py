@@ -320,8 +320,16 @@ class ReplayBuffer:
     # ------------------------------------------------------------ reporting
     @property
     def nbytes(self) -> int:
-        arrays = (self.frames, self.actions, self.rewards, self.terminated, self.truncated,
-                  self.final, self.valid, self.pos)  # fmt: skip
+        arrays = (
+            self.frames,
+            self.actions,
+            self.rewards,
+            self.terminated,
+            self.truncated,
+            self.final,
+            self.valid,
+            self.pos,
+        )
         return int(sum(a.nbytes for a in arrays)) + self.sampler.nbytes
 
     @property
@@ -329,8 +337,19 @@ class ReplayBuffer:
         return self.nbytes / (self.num_envs * self.slots)
 
     # -------------------------------------------------------------- persist
-    _ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated", "final", "valid", "pos",
-               "head", "size", "episode_pos")  # fmt: skip
+    _ARRAYS = (
+        "frames",
+        "actions",
+        "rewards",
+        "terminated",
+        "truncated",
+        "final",
+        "valid",
+        "pos",
+        "head",
+        "size",
+        "episode_pos",
+    )
 
     def state_dict(self) -> dict:
         """Arrays and counters; numpy only, so ``np.load(allow_pickle=False)`` reads them back."""
@@ -344,9 +363,7 @@ class ReplayBuffer:
         for name in self._ARRAYS:
             current = getattr(self, name)
             if state[name].shape != current.shape:
-                raise ValueError(
-                    f"saved replay {name} has shape {state[name].shape}, this run expects {current.shape}"
-                )
+                raise ValueError(f"saved replay {name} has shape {state[name].shape}, this run expects {current.shape}")
             current[...] = state[name]
         self.transitions_added = int(state["transitions_added"])
         import ast

@@ -102,8 +102,15 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         # Env processes start before CUDA initialises: a forked CUDA context is unusable.
         envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
         q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
-        agent = DQNAgent(q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device,
-                         seed=int_seed(cfg.seed, "exploration"))  # fmt: skip
+        agent = DQNAgent(
+            q_network,
+            cfg.optimizer,
+            spec.n_actions,
+            cfg.double_q,
+            cfg.loss,
+            device,
+            seed=int_seed(cfg.seed, "exploration"),
+        )
         replay = build_replay(cfg, spec)
         stats = EpisodeStats(E)
         stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
@@ -120,10 +127,26 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
             resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
             log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
         logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
-        run = Run(cfg, run_dir, spec, device, envs, agent, replay, epsilon_schedule(cfg.schedule),
-                  beta_schedule(cfg.replay), learning_rate_schedule(cfg.optimizer), stats, stacker, logger, n, obs,
-                  started=time.perf_counter(), wall_before=n.wall_seconds,
-                  saved_step=n.env_steps if resume_state is not None else -1)  # fmt: skip
+        run = Run(
+            cfg,
+            run_dir,
+            spec,
+            device,
+            envs,
+            agent,
+            replay,
+            epsilon_schedule(cfg.schedule),
+            beta_schedule(cfg.replay),
+            learning_rate_schedule(cfg.optimizer),
+            stats,
+            stacker,
+            logger,
+            n,
+            obs,
+            started=time.perf_counter(),
+            wall_before=n.wall_seconds,
+            saved_step=n.env_steps if resume_state is not None else -1,
+        )
         yield run
         clean = True
     except WORKER_GONE as err:  # an env subprocess died: name it, do not hang on it

@@ -125,8 +125,9 @@ def open_replay(ckpt_dir: Path) -> Iterator[tuple[int, Mapping[str, np.ndarray]]
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({_first_line(err)}); "
-                              "delete it to resume without it") from None  # fmt: skip
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({_first_line(err)}); delete it to resume without it"
+        ) from None
     with data:
         arrays = _OneAtATime(data, path)
         step = int(arrays[REPLAY_STEP_KEY]) if REPLAY_STEP_KEY in data.files else -1
@@ -153,8 +154,9 @@ class _OneAtATime(Mapping):
             try:
                 value = self._data[key]
             except Exception as err:
-                raise CheckpointError(f"{self._path} is truncated or corrupt ({_first_line(err)}); "
-                                      "delete it to resume without it") from None  # fmt: skip
+                raise CheckpointError(
+                    f"{self._path} is truncated or corrupt ({_first_line(err)}); delete it to resume without it"
+                ) from None
             self._key, self._value = key, value
         return self._value
 
@@ -197,7 +199,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({first[:160]}); {_AGAIN}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a dqn checkpoint (no '{FORMAT}' marker); pass a file written by dqn train")
+        raise CheckpointError(
+            f"{path} is not a dqn checkpoint (no '{FORMAT}' marker); pass a file written by dqn train"
+        )
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format version {state.get('format_version')}; this dqn reads up to {FORMAT_VERSION}"
@@ -240,6 +244,4 @@ def _check_archive(path: Path) -> None:
     except Exception as err:  # damaged member headers
         raise CheckpointError(f"checkpoint {path} is corrupt ({_first_line(err)}); {_AGAIN}") from None
     if damaged is not None:
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt (member {damaged[:120]} fails its CRC check); {_AGAIN}"
-        )
+        raise CheckpointError(f"checkpoint {path} is corrupt (member {damaged[:120]} fails its CRC check); {_AGAIN}")

@@ -127,8 +127,9 @@ def evaluate(
                 if done_count[i] < quota[i]:
                     result.returns.append(ret)
                     result.lengths.append(length)
-                    result.cut.append(bool(truncated[i]) and max_episode_steps is not None
-                                      and length >= max_episode_steps)  # fmt: skip
+                    result.cut.append(
+                        bool(truncated[i]) and max_episode_steps is not None and length >= max_episode_steps
+                    )
                     if record_actions:
                         result.env_index.append(int(i))
                         result.actions.append(np.asarray(playing[i], dtype=np.int64))
@@ -246,13 +247,29 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     log = logging.getLogger("dqn")
     log.info("evaluating %s: %d episodes%s", checkpoint, cfg.episodes, f" of at most {cap} steps" if cap else "")
     try:
-        result = evaluate(net, envs, spec, cfg.episodes, env_seeds, policy_seed, epsilon, device,
-                          record_actions=bool(cfg.video), max_episode_steps=cap, on_episode=every_10_s(log))  # fmt: skip
+        result = evaluate(
+            net,
+            envs,
+            spec,
+            cfg.episodes,
+            env_seeds,
+            policy_seed,
+            epsilon,
+            device,
+            record_actions=bool(cfg.video),
+            max_episode_steps=cap,
+            on_episode=every_10_s(log),
+        )
     finally:
         envs.close()
     summary = result.summary()
-    summary.update(checkpoint=str(checkpoint), env_steps=int(state.get("counters", {}).get("env_steps", 0)),
-                   epsilon=epsilon, seed=int(cfg.seed), max_episode_steps=cap)  # fmt: skip
+    summary.update(
+        checkpoint=str(checkpoint),
+        env_steps=int(state.get("counters", {}).get("env_steps", 0)),
+        epsilon=epsilon,
+        seed=int(cfg.seed),
+        max_episode_steps=cap,
+    )
     if cfg.video:  # the scored episodes themselves, replayed on a rendering env
         summary["video"] = str(record_episodes(env_cfg, Path(run_dir), result))
     name = spec.label

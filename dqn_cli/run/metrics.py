@@ -68,8 +68,11 @@ class CsvLog:
         self.kept: list[dict[str, str]] = []
         if start_step > 0 and path.is_file():
             with open(path, newline="") as f:
-                self.kept = [row for row in csv.DictReader(f) if _int_or_none(row.get("env_step")) is not None
-                             and int(row["env_step"]) <= start_step]  # fmt: skip
+                self.kept = [
+                    row
+                    for row in csv.DictReader(f)
+                    if _int_or_none(row.get("env_step")) is not None and int(row["env_step"]) <= start_step
+                ]
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "w", newline="")
         self.writer = csv.writer(self.file)
@@ -174,14 +177,30 @@ class RunLogger:
 
     def evaluation(self, summary: dict, step: int) -> None:
         """One evaluation's results (``EvalResult.summary()``): TensorBoard, evals.csv and a line."""
-        self.scalars({"eval/mean_return": summary["mean_return"], "eval/std_return": summary["std_return"],
-                      "eval/mean_length": summary["mean_length"], "eval/episodes_cut": summary["episodes_cut"]},
-                     step)  # fmt: skip
-        self.evals_csv.row(step, summary["mean_return"], summary["std_return"], summary["episodes"],
-                           summary["episodes_cut"], summary["mean_length"])  # fmt: skip
+        self.scalars(
+            {
+                "eval/mean_return": summary["mean_return"],
+                "eval/std_return": summary["std_return"],
+                "eval/mean_length": summary["mean_length"],
+                "eval/episodes_cut": summary["episodes_cut"],
+            },
+            step,
+        )
+        self.evals_csv.row(
+            step,
+            summary["mean_return"],
+            summary["std_return"],
+            summary["episodes"],
+            summary["episodes_cut"],
+            summary["mean_length"],
+        )
         self.evals_csv.flush()
         self.episodes_csv.flush()
-        cut = f" ({summary['episodes_cut']} of {summary['episodes']} cut by eval.max_episode_steps)" if summary["episodes_cut"] else ""
+        cut = (
+            f" ({summary['episodes_cut']} of {summary['episodes']} cut by eval.max_episode_steps)"
+            if summary["episodes_cut"]
+            else ""
+        )
         self.message(f"eval at step {step}: return {summary['mean_return']:.1f} +- {summary['std_return']:.1f}{cut}")
 
     def evaluating(self, done: int, episodes: int, step: int) -> None:
@@ -282,9 +301,15 @@ class RunLogger:
         eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
         log.info(
             "step %d/%d  %.0f steps/s  return(20) %.1f  eps %.3f  eta %s%s",
-            step, self.total_steps, sps, ret, epsilon, _hms(eta), extra,
+            step,
+            self.total_steps,
+            sps,
+            ret,
+            epsilon,
+            _hms(eta),
+            extra,
             extra={"file_only": self.bar is not None},
-        )  # fmt: skip
+        )
 
     def _postfix(self, extra: str = "") -> str:
         ret = self.mean_recent_return

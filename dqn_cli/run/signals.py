@@ -46,8 +46,10 @@ class StopRequest:
         if self.signal is not None:
             raise Abort(signum)  # second signal: stop now
         self.signal = signum
-        log.warning("%s received: finishing this step and saving a checkpoint (again to quit at once)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "%s received: finishing this step and saving a checkpoint (again to quit at once)",
+            signal.Signals(signum).name,
+        )
         if self._abandon:
             raise StopRequested
 

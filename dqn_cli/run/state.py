@@ -38,8 +38,9 @@ class Counters:
     finished: bool = False  # the final evaluation is done
 
 
-def capture(cfg: TrainConfig, spec: EnvSpec, n: Counters, agent: DQNAgent, stats: EpisodeStats,
-            envs: dict | None) -> dict:  # fmt: skip
+def capture(
+    cfg: TrainConfig, spec: EnvSpec, n: Counters, agent: DQNAgent, stats: EpisodeStats, envs: dict | None
+) -> dict:
     """Everything needed to continue the run: tensors, plain containers and numbers only."""
     np_state = np.random.get_state()
     rng = {
@@ -51,8 +52,12 @@ def capture(cfg: TrainConfig, spec: EnvSpec, n: Counters, agent: DQNAgent, stats
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "config": to_dict(cfg),
-        "spec": {"frame_shape": list(spec.frame_shape), "frame_stack": spec.frame_stack,
-                 "n_actions": spec.n_actions, "frame_dtype": str(spec.frame_dtype)},  # fmt: skip
+        "spec": {
+            "frame_shape": list(spec.frame_shape),
+            "frame_stack": spec.frame_stack,
+            "n_actions": spec.n_actions,
+            "frame_dtype": str(spec.frame_dtype),
+        },
         "counters": dict(vars(n)),
         "agent": agent.state_dict(),
         "episode_stats": stats.state_dict(),
@@ -86,8 +91,9 @@ def restore(state: dict, agent: DQNAgent, replay, run_dir: Path) -> Counters:
         if saved is None:
             log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
         elif saved[0] != n.env_steps:
-            log.warning("replay.npz is from env step %d, last.pt from %d: the replay buffer starts empty",
-                        saved[0], n.env_steps)  # fmt: skip
+            log.warning(
+                "replay.npz is from env step %d, last.pt from %d: the replay buffer starts empty", saved[0], n.env_steps
+            )
         else:
             try:
                 replay.load_state_dict(saved[1])

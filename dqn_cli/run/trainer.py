@@ -40,8 +40,7 @@ __all__ = ["Abort", "EnvWorkerDied", "NonFiniteLoss", "train"]
 log = logging.getLogger("dqn")
 
 
-def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
-          on_start: Callable[[], None] | None = None) -> dict:  # fmt: skip
+def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Callable[[], None] | None = None) -> dict:
     """Train one agent into ``run_dir``; return the summary (also written to summary.json).
 
     A SIGINT/SIGTERM stops it after the current step with a checkpoint and
@@ -102,8 +101,14 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False,
         logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
         logger.hparams(to_dict(cfg), summary)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    log.info("%s; %d env steps in %.1f s (%.0f steps/s); results in %s", _result_text(summary), n.env_steps,
-             summary["wall_seconds"], summary["env_steps_per_second"], run_dir)  # fmt: skip
+    log.info(
+        "%s; %d env steps in %.1f s (%.0f steps/s); results in %s",
+        _result_text(summary),
+        n.env_steps,
+        summary["wall_seconds"],
+        summary["env_steps_per_second"],
+        run_dir,
+    )
     return summary
 
 
@@ -143,11 +148,20 @@ def log_status(run: Run, eps: float, info) -> None:
     """TensorBoard scalars and the status line (every log_every env steps)."""
     n, logger = run.n, run.logger
     sps, ups = logger.rates(n.env_steps, n.updates)
-    logger.scalars({"charts/epsilon": eps, "charts/learning_rate": run.learning_rate(n.env_steps),
-                    "perf/env_steps_per_second": sps, "perf/updates_per_second": ups}, n.env_steps)  # fmt: skip
+    logger.scalars(
+        {
+            "charts/epsilon": eps,
+            "charts/learning_rate": run.learning_rate(n.env_steps),
+            "perf/env_steps_per_second": sps,
+            "perf/updates_per_second": ups,
+        },
+        n.env_steps,
+    )
     if info is not None:  # an update ran in this process (a resumed run may not have one yet)
-        logger.scalars({"losses/td_loss": info.td_loss, "losses/q_values": info.q_values,
-                        "losses/grad_norm": info.grad_norm}, n.env_steps)  # fmt: skip
+        logger.scalars(
+            {"losses/td_loss": info.td_loss, "losses/q_values": info.q_values, "losses/grad_norm": info.grad_norm},
+            n.env_steps,
+        )
         logger.scalars(run.replay.metrics(), n.env_steps)
     logger.status(n.env_steps, eps, sps)
 
@@ -165,16 +179,30 @@ def run_evaluation(run: Run, stop: StopRequest) -> None:
             if run.eval_envs is None:
                 run.eval_envs = start_workers(make_eval_env, cfg.env, episodes, policy_seed, cap)
             logger.evaluating(0, episodes, n.env_steps)
-            result = evaluate(run.agent.q_network, run.eval_envs, run.spec, episodes, env_seeds, policy_seed,
-                              cfg.eval.epsilon, run.device, max_episode_steps=cap,
-                              on_episode=lambda done, total: logger.evaluating(done, total, n.env_steps))  # fmt: skip
+            result = evaluate(
+                run.agent.q_network,
+                run.eval_envs,
+                run.spec,
+                episodes,
+                env_seeds,
+                policy_seed,
+                cfg.eval.epsilon,
+                run.device,
+                max_episode_steps=cap,
+                on_episode=lambda done, total: logger.evaluating(done, total, n.env_steps),
+            )
             video = None
             if cfg.eval.video:
                 from dqn_cli.run.video import record_episode_frames
 
-                video = record_episode_frames(run.agent.q_network, cfg.env, run.spec,
-                                              int_seed(cfg.seed, "video", n.evaluations),
-                                              cfg.eval.epsilon, run.device)  # fmt: skip
+                video = record_episode_frames(
+                    run.agent.q_network,
+                    cfg.env,
+                    run.spec,
+                    int_seed(cfg.seed, "video", n.evaluations),
+                    cfg.eval.epsilon,
+                    run.device,
+                )
     except StopRequested:
         close_envs(run.eval_envs, force=True)
         run.eval_envs = None
@@ -245,8 +273,12 @@ def _crossed(step: int, stride: int, every: int) -> bool:
 
 def _result_text(summary: dict) -> str:
     if summary["final_eval_mean_return"] is not None:
-        return (f"final eval return {summary['final_eval_mean_return']:.1f} +- {summary['final_eval_std_return']:.1f} "
-                f"(best {summary['best_eval_mean_return']:.1f})")  # fmt: skip
+        return (
+            f"final eval return {summary['final_eval_mean_return']:.1f} +- {summary['final_eval_std_return']:.1f} "
+            f"(best {summary['best_eval_mean_return']:.1f})"
+        )
     last = summary["train_last100_mean_return"]
-    return (f"no evaluation (eval.episodes=0): the objective is the mean training return of the last "
-            f"100 episodes, {'n/a' if last is None else f'{last:.1f}'}")  # fmt: skip
+    return (
+        f"no evaluation (eval.episodes=0): the objective is the mean training return of the last "
+        f"100 episodes, {'n/a' if last is None else f'{last:.1f}'}"
+    )

@@ -134,8 +134,9 @@ def check_video(env_cfg: EnvConfig) -> None:
 
 
 # ----------------------------------------------------------------- playing
-def _play(q_network: torch.nn.Module, env, spec: EnvSpec, seed: int, epsilon: float, device: torch.device,
-          max_frames: int) -> Iterator[np.ndarray]:  # fmt: skip
+def _play(
+    q_network: torch.nn.Module, env, spec: EnvSpec, seed: int, epsilon: float, device: torch.device, max_frames: int
+) -> Iterator[np.ndarray]:
     """Play one episode on ``env`` (reset with ``seed``); yield its rendered frames:
     the first screen, then one per agent step, at most ``max_frames`` in all."""
     frame, _ = env.reset(seed=int(seed))
@@ -239,7 +240,9 @@ def replay_episodes(env_cfg: EnvConfig, result) -> Iterator[tuple[int, np.ndarra
                         f"it was scored with {len(actions)} steps"
                     )
             if not np.isclose(total, result.returns[k], rtol=1e-9, atol=1e-9):
-                raise ReplayDiverged(f"replayed episode {k} (env {slot}) returned {total}, it was scored {result.returns[k]}")
+                raise ReplayDiverged(
+                    f"replayed episode {k} (env {slot}) returned {total}, it was scored {result.returns[k]}"
+                )
     finally:
         for env in envs.values():
             env.close()
@@ -270,9 +273,15 @@ def record_episodes(env_cfg: EnvConfig, run_dir: Path, result) -> Path:
             for _, frame in replay_episodes(env_cfg, result):
                 if writer is None:
                     writer = imageio.get_writer(
-                        partial, format="FFMPEG", mode="I", fps=_fps(env_cfg), codec="libx264",
-                        pixelformat="yuv420p", quality=8, macro_block_size=1,
-                    )  # fmt: skip
+                        partial,
+                        format="FFMPEG",
+                        mode="I",
+                        fps=_fps(env_cfg),
+                        codec="libx264",
+                        pixelformat="yuv420p",
+                        quality=8,
+                        macro_block_size=1,
+                    )
                 writer.append_data(_even(frame))
                 frames += 1
             if writer is None:
