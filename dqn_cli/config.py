@@ -192,7 +192,8 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu")
+# network.activation -> the torch.nn layer class it names (the one list of allowed activations)
+ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "gelu": "GELU", "silu": "SiLU"}
 ENV_KINDS = ("classic", "atari", "minatar")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
 NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind

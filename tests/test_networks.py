@@ -91,3 +91,18 @@ def test_build_network_refuses_mismatched_inputs():
         build_network(NetworkConfig(name="nature_cnn"), (1, 4), n_actions=2)
     with pytest.raises(ValueError):
         build_network(NetworkConfig(name="transformer"), (1, 4), n_actions=2)
+
+
+def test_every_allowed_network_and_activation_builds():
+    """The builders cover exactly what the config allows: each name in config.NETWORKS builds for its
+    observations, and each activation of config.ACTIVATIONS is the torch.nn layer it names."""
+    from dqn_cli.config import ACTIVATIONS, NETWORKS
+    from dqn_cli.core.networks import activation_layer
+
+    shapes = {"mlp": (1, 4), "nature_cnn": (4, 84, 84), "minatar_cnn": (1, 4, 10, 10)}
+    assert set(shapes) == set(NETWORKS)
+    for name in NETWORKS:
+        net = build_network(NetworkConfig(name=name, hidden_sizes=[8], cnn_hidden=8), shapes[name], 3)
+        assert net(torch.zeros(2, *shapes[name])).shape == (2, 3)
+    for name, layer in ACTIVATIONS.items():
+        assert type(activation_layer(name)).__name__ == layer

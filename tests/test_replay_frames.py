@@ -24,7 +24,8 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from gymnasium.wrappers import FrameStackObservation
 
-from dqn_cli.envs.vector import FrameStacker, final_observations
+from dqn_cli.envs.autoreset import final_observations
+from dqn_cli.envs.vector import FrameStacker
 from dqn_cli.replay.storage import ReplayBuffer
 
 FRAME = (84, 84)

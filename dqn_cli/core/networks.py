@@ -9,14 +9,18 @@ Output: Q-values, float32 ``(B, n_actions)``.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from dqn_cli.config import NetworkConfig
+from dqn_cli.config import ACTIVATIONS, NetworkConfig
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+def activation_layer(name: str) -> nn.Module:
+    """The torch.nn layer of ``network.activation`` (config.ACTIVATIONS)."""
+    return getattr(nn, ACTIVATIONS[name])()
 
 
 class MLPTorso(nn.Module):
@@ -29,7 +33,7 @@ class MLPTorso(nn.Module):
             in_dim *= int(d)
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden_sizes:
-            layers += [nn.Linear(in_dim, width), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(in_dim, width), activation_layer(activation)]
             in_dim = width
         self.body = nn.Sequential(*layers)
         self.out_dim = in_dim
@@ -46,7 +50,8 @@ class NatureCNNTorso(nn.Module):
 
     def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str):
         super().__init__()
-        act = ACTIVATIONS[activation]
+
+        act = functools.partial(activation_layer, activation)
         c, h, w = (int(d) for d in obs_shape)
         self.conv = nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4),
@@ -75,7 +80,8 @@ class MinAtarCNNTorso(nn.Module):
 
     def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str):
         super().__init__()
-        act = ACTIVATIONS[activation]
+
+        act = functools.partial(activation_layer, activation)
         s, c, h, w = (int(d) for d in obs_shape)
         self.conv = nn.Sequential(nn.Conv2d(s * c, 16, 3, stride=1), act(), nn.Flatten())
         self.fc = nn.Sequential(nn.Linear(16 * (h - 2) * (w - 2), hidden), act())

@@ -58,6 +58,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 from gymnasium.wrappers import AtariPreprocessing
 
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.envs.autoreset import final_observations
 
 # Shown when a game name is unknown and nothing close matches.
 _POPULAR = ("Breakout", "Pong", "SpaceInvaders", "Seaquest", "Qbert", "BeamRider", "Enduro", "MsPacman")
@@ -292,23 +293,6 @@ class ALEVectorAdapter(VectorWrapper):
         return self.step_wait()
 
 
-def _final_frames(infos: dict, ended: np.ndarray, obs: np.ndarray) -> np.ndarray | None:
-    """The true final frames as a dense array shaped like ``obs`` (zeros where no env ended).
-
-    Gymnasium's vector envs give an object array with None for envs that did
-    not end; ale-py gives a dense array.
-    """
-    if not ended.any():
-        return None
-    finals = infos.get("final_obs")
-    if finals is None:
-        raise RuntimeError("the vector env ended an episode without info['final_obs'] (autoreset must be SAME_STEP)")
-    out = np.zeros_like(obs)
-    for i in np.flatnonzero(ended):
-        out[i] = finals[i]
-    return out
-
-
 class AtariProtocol(VectorWrapper):
     """The training or evaluation protocol on top of any Atari vector env (see the module docstring).
 
@@ -359,7 +343,7 @@ class AtariProtocol(VectorWrapper):
         terminated = np.array(terminated, dtype=bool)
         truncated = np.array(truncated, dtype=bool)
         game_over = terminated | truncated
-        finals = _final_frames(infos, game_over, obs)
+        finals = final_observations(infos, game_over, obs)
         lives = self._lives(infos)
         if self.episodic_life:
             lost = (lives < self.lives) & ~game_over

@@ -106,39 +106,6 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
     return envs
 
 
-def final_observations(infos: dict, ended: np.ndarray, like: np.ndarray) -> np.ndarray | None:
-    """The true final observations of the envs that ``ended``, as an array shaped like ``like``.
-
-    Rows of envs that did not end are zero. None when no env ended.
-    """
-    idx = np.flatnonzero(ended)
-    if idx.size == 0:
-        return None
-    out = np.zeros_like(like)
-    finals = infos["final_obs"]
-    for i in idx:
-        out[i] = finals[i]
-    return out
-
-
-def info_array(infos: dict, key: str, default: np.ndarray, ended: np.ndarray | None = None) -> np.ndarray:
-    """Per-env values of ``infos[key]``; for envs that ``ended`` under SAME_STEP
-    autoreset the value of their last step is in ``infos["final_info"]``.
-
-    Envs that did not report ``key`` keep ``default``.
-    """
-    out = np.array(default, copy=True)
-    if key in infos:
-        mask = infos.get("_" + key, np.ones(len(out), dtype=bool))
-        out[mask] = np.asarray(infos[key])[mask]
-    if ended is not None and ended.any() and "final_info" in infos:
-        final = infos["final_info"]
-        if isinstance(final, dict) and key in final:
-            mask = final.get("_" + key, np.ones(len(out), dtype=bool)) & ended
-            out[mask] = np.asarray(final[key])[mask]
-    return out
-
-
 # -------------------------------------------------------------- frame stacks
 class FrameStacker:
     """The agent's stacked observations, (E, S, *frame_shape), one stack per env.

@@ -19,14 +19,24 @@ in (0, 1]; the minimum comes from a min tree.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from dqn_cli.replay.sum_tree import DEFAULT_BRANCHING, DEFAULT_TOP_SIZE, MinTree, SumTree, last_write_wins
 
-if TYPE_CHECKING:
-    from dqn_cli.replay.storage import ReplayBuffer
+
+class Storage(Protocol):
+    """What a sampler reads of the buffer it is composed into (:class:`~dqn_cli.replay.storage.ReplayBuffer`)."""
+
+    slots: int  # L, slots per env ring
+    n_step: int
+    head: np.ndarray  # int64 (E,): next slot to write per env
+    size: np.ndarray  # int64 (E,): slots written per env
+    valid: np.ndarray  # bool (E, L): may be sampled as a start
+    rng: np.random.Generator  # the buffer's sampling generator (saved with it)
+
+    def __len__(self) -> int: ...
 
 
 class Sampler(Protocol):
@@ -41,10 +51,10 @@ class Sampler(Protocol):
     def validity_reset(self, valid: np.ndarray) -> None:
         """Every slot's validity at once (bool, one per flat slot), after a bulk restore."""
 
-    def sample(self, buffer: ReplayBuffer, batch_size: int, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, buffer: Storage, batch_size: int, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Flat slot ids (int64 (B,)) among the valid ones, and their importance weights (float32 (B,))."""
 
-    def update_priorities(self, buffer: ReplayBuffer, indices: np.ndarray, td_errors: np.ndarray) -> None:
+    def update_priorities(self, buffer: Storage, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """The TD errors of a sampled batch (``Batch.indices``), for samplers that use them."""
 
     def metrics(self) -> dict[str, float]:
@@ -70,7 +80,7 @@ class UniformSampler:
     def validity_reset(self, valid: np.ndarray) -> None:
         pass
 
-    def sample(self, buffer: ReplayBuffer, batch_size: int, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, buffer: Storage, batch_size: int, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Draw in each env's possibly-valid age range, redraw the rest (rejection keeps the
         draw uniform over the valid slots whatever the proposal range covers)."""
         L, n = buffer.slots, buffer.n_step
@@ -96,7 +106,7 @@ class UniformSampler:
                 return flat, np.ones(batch_size, dtype=np.float32)
         raise RuntimeError("replay sampling found too few valid transitions")
 
-    def update_priorities(self, buffer: ReplayBuffer, indices: np.ndarray, td_errors: np.ndarray) -> None:
+    def update_priorities(self, buffer: Storage, indices: np.ndarray, td_errors: np.ndarray) -> None:
         pass
 
     def metrics(self) -> dict[str, float]:
@@ -183,7 +193,7 @@ class PrioritizedSampler:
         self.last_weights = self.last_priorities = None
 
     # --------------------------------------------------------------- sampling
-    def sample(self, buffer: ReplayBuffer, batch_size: int, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, buffer: Storage, batch_size: int, beta: float | None) -> tuple[np.ndarray, np.ndarray]:
         """Stratified proportional draws with importance weights; ``beta`` None reuses the last one."""
         if beta is not None:
             self.beta = float(beta)
@@ -231,7 +241,7 @@ class PrioritizedSampler:
         raise RuntimeError("prioritized sampling kept landing on empty slots; the sum tree is inconsistent")
 
     # ------------------------------------------------------------- priorities
-    def update_priorities(self, buffer: ReplayBuffer, indices: np.ndarray, td_errors: np.ndarray) -> None:
+    def update_priorities(self, buffer: Storage, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """Priorities ``(|td_error| + eps)**alpha`` for the flat slot ids ``indices``.
 
         Ids whose slot is no longer valid (overwritten since it was sampled) and

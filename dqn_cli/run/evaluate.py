@@ -23,8 +23,9 @@ from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.core.agent import EpsilonGreedy
+from dqn_cli.envs.autoreset import info_array
 from dqn_cli.envs.spec import EnvSpec
-from dqn_cli.envs.vector import EpisodeStats, FrameStacker, info_array, make_vector_env
+from dqn_cli.envs.vector import EpisodeStats, FrameStacker, make_vector_env
 from dqn_cli.files import atomic_write_text
 from dqn_cli.runtime import seeds
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dqn_cli.config import TrainConfig, to_dict
-from dqn_cli.envs.vector import final_observations, info_array
+from dqn_cli.envs.autoreset import final_observations, info_array
 from dqn_cli.envs.workers import EnvWorkerDied, close_envs, start_workers
 from dqn_cli.files import atomic_write_text
 from dqn_cli.run import checkpoint as ckpt
