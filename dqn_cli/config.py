@@ -72,9 +72,8 @@ class ReplayConfig:
     alpha: float = 0.6  # priority exponent: P(i) ~ (|delta_i| + eps)**alpha
     beta_start: float = 0.4  # importance-weight exponent at step 0, annealed linearly to beta_end
     beta_end: float = 1.0  # reached at env step beta_steps
-    beta_steps: Optional[int] = (
-        None  # env steps of beta's annealing; None = the run's first total_steps (kept on resume)
-    )
+    # env steps of beta's annealing; None = the run's first total_steps (kept on resume)
+    beta_steps: Optional[int] = None
     eps: float = 1e-6  # added to |delta| so no transition has zero priority
 
 
@@ -200,11 +199,24 @@ NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("mina
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every value that types alone cannot; raise ConfigError naming the key.
+    """Check every value that types alone cannot, group by group; raise ConfigError naming the key.
 
-    Runs before any environment or buffer exists.
+    Runs before any environment or buffer exists. Fixes the horizons that default to the run's
+    first ``total_steps`` (``replay.beta_steps``, ``optimizer.lr_decay_steps``).
     """
-    e, n, r, s, o = cfg.env, cfg.network, cfg.replay, cfg.schedule, cfg.optimizer
+    _check_env(cfg.env)
+    _check_network(cfg.network, cfg.env)
+    _check_replay(cfg.replay, cfg.env, cfg.total_steps, cfg.batch_size)
+    _check_schedule(cfg.schedule)
+    _check_optimizer(cfg.optimizer, cfg.total_steps)
+    _check_training(cfg)
+    _check_eval(cfg.eval)
+    _check_checkpoint(cfg.checkpoint)
+    check_device(cfg.device)
+    return cfg
+
+
+def _check_env(e: EnvConfig) -> None:
     _check(e.kind in ENV_KINDS, f"env.kind must be one of {', '.join(ENV_KINDS)}, got {e.kind!r}")
     _check(e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}")
     backends = ("sync", "async", "ale") if e.kind == "atari" else ("sync", "async")
@@ -226,6 +238,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check(e.frame_skip >= 1, f"env.frame_skip must be >= 1, got {e.frame_skip}")
         _check(e.noop_max >= 0, f"env.noop_max must be >= 0, got {e.noop_max}")
         _check(e.screen_size >= 8, f"env.screen_size must be >= 8 pixels, got {e.screen_size}")
+
+
+def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
     _check(n.name in NETWORKS, f"network must be one of {', '.join(NETWORKS)}, got {n.name!r}")
     _check(
         n.activation in ACTIVATIONS,
@@ -242,6 +257,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         n.name in fits,
         f"network={n.name} cannot read {e.kind} observations ({e.label}); use network={' or network='.join(fits)}",
     )
+
+
+def _check_replay(r: ReplayConfig, e: EnvConfig, total_steps: int, batch_size: int) -> None:
     _check(r.name in ("uniform", "prioritized"), f"replay must be uniform or prioritized, got {r.name!r}")
     _check(r.capacity >= 1, f"replay.capacity must be >= 1 transition, got {r.capacity}")
     _check(r.n_step >= 1, f"replay.n_step must be >= 1, got {r.n_step}")
@@ -251,16 +269,19 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(r.eps > 0, f"replay.eps must be > 0, got {r.eps}")
     _check(r.beta_steps is None or r.beta_steps >= 1, f"replay.beta_steps must be >= 1 or null, got {r.beta_steps}")
     if r.beta_steps is None:  # fixed now, recorded in the run's config: a resume with a new total_steps keeps it
-        r.beta_steps = cfg.total_steps
+        r.beta_steps = total_steps
     _check(
         r.capacity >= e.num_envs * (r.n_step + e.frame_stack + 2),
         f"replay.capacity={r.capacity} is too small for {e.num_envs} envs with n_step={r.n_step} "
         f"and frame_stack={e.frame_stack}; use at least {e.num_envs * (r.n_step + e.frame_stack + 2)}",
     )
     _check(
-        cfg.batch_size <= r.capacity,
-        f"batch_size={cfg.batch_size} is larger than replay.capacity={r.capacity}; use a batch <= capacity",
+        batch_size <= r.capacity,
+        f"batch_size={batch_size} is larger than replay.capacity={r.capacity}; use a batch <= capacity",
     )
+
+
+def _check_schedule(s: ScheduleConfig) -> None:
     _check(
         s.name in ("linear", "piecewise", "exponential"),
         f"schedule must be linear, piecewise or exponential, got {s.name!r}",
@@ -282,6 +303,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         steps = [p[0] for p in pts]
         _check(steps == sorted(steps), f"schedule.points steps must increase, got {steps}")
         _check(all(0 <= p[1] <= 1 for p in pts), "schedule.points epsilons must be in [0, 1]")
+
+
+def _check_optimizer(o: OptimizerConfig, total_steps: int) -> None:
     _check(o.name in ("adam", "adamw", "rmsprop"), f"optimizer must be adam, adamw or rmsprop, got {o.name!r}")
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
     _check(o.lr_end is None or o.lr_end >= 0, f"optimizer.lr_end must be >= 0 or null, got {o.lr_end}")
@@ -290,13 +314,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         f"optimizer.lr_decay_steps must be >= 1 or null, got {o.lr_decay_steps}",
     )
     if o.lr_end is not None and o.lr_decay_steps is None:  # fixed now, as replay.beta_steps
-        o.lr_decay_steps = cfg.total_steps
+        o.lr_decay_steps = total_steps
     _check(o.eps > 0, f"optimizer.eps must be > 0, got {o.eps}")
     _check(o.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {o.weight_decay}")
     _check(
         o.max_grad_norm is None or o.max_grad_norm > 0,
         f"optimizer.max_grad_norm must be > 0 or null, got {o.max_grad_norm}",
     )
+
+
+def _check_training(cfg: TrainConfig) -> None:
+    """The top-level keys."""
     _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
     _check(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
     _check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
@@ -309,18 +337,22 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(
         cfg.progress in ("auto", "bar", "log", "off"), f"progress must be auto, bar, log or off, got {cfg.progress!r}"
     )
-    _check(cfg.eval.every >= 0, f"eval.every must be >= 0, got {cfg.eval.every}")
-    _check(cfg.eval.episodes >= 0, f"eval.episodes must be >= 0 (0 skips evaluations), got {cfg.eval.episodes}")
-    _check(
-        cfg.eval.max_episode_steps is None or cfg.eval.max_episode_steps >= 1,
-        f"eval.max_episode_steps must be >= 1 or null, got {cfg.eval.max_episode_steps}",
-    )
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
-    _check(0 <= cfg.eval.epsilon <= 1, f"eval.epsilon must be in [0, 1], got {cfg.eval.epsilon}")
-    _check(cfg.checkpoint.every >= 0, f"checkpoint.every must be >= 0, got {cfg.checkpoint.every}")
-    _check(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be >= 1, got {cfg.checkpoint.keep}")
-    check_device(cfg.device)
-    return cfg
+
+
+def _check_eval(v: EvalConfig) -> None:
+    _check(v.every >= 0, f"eval.every must be >= 0, got {v.every}")
+    _check(v.episodes >= 0, f"eval.episodes must be >= 0 (0 skips evaluations), got {v.episodes}")
+    _check(
+        v.max_episode_steps is None or v.max_episode_steps >= 1,
+        f"eval.max_episode_steps must be >= 1 or null, got {v.max_episode_steps}",
+    )
+    _check(0 <= v.epsilon <= 1, f"eval.epsilon must be in [0, 1], got {v.epsilon}")
+
+
+def _check_checkpoint(c: CheckpointConfig) -> None:
+    _check(c.every >= 0, f"checkpoint.every must be >= 0, got {c.every}")
+    _check(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
 
 
 def check_device(device: str) -> None:
