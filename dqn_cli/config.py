@@ -148,6 +148,7 @@ class EvalCommandConfig:
     seed: int = 12_345
     epsilon: Optional[float] = None  # None = the checkpoint's eval epsilon
     max_episode_steps: Optional[int] = None  # None = the run's eval.max_episode_steps
+    which: str = "last"  # with a run dir: last (checkpoints/last.pt) | best (checkpoints/best.pt)
     video: bool = False  # write an mp4 of the episodes into the eval run dir
     device: str = "auto"
 

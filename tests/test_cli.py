@@ -98,6 +98,33 @@ def test_eval_prints_a_summary_and_a_json_last_line(trained_run, tmp_path):
     assert again["mean_return"] == result["mean_return"]
 
 
+def test_best_checkpoint_is_the_best_evaluation_and_eval_plays_it(trained_run, tmp_path):
+    """checkpoints/best.pt holds the network of the best evaluation so far (as SB3's EvalCallback);
+    summary.json names its step; `dqn eval checkpoint=RUN_DIR which=best` plays it."""
+    import csv
+
+    summary = json.loads((trained_run / "summary.json").read_text())
+    with open(trained_run / "evals.csv") as f:
+        evals = [(int(r["env_step"]), float(r["mean_return"])) for r in csv.DictReader(f)]
+    best_step, best_return = max(evals, key=lambda e: (e[1], -e[0]))  # the first evaluation reaching the max
+    assert (summary["best_eval_step"], summary["best_eval_mean_return"]) == (best_step, best_return)
+    best = torch.load(trained_run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["counters"]["env_steps"] == best_step
+    last = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
+    assert summary["final_eval_mean_return"] == evals[-1][1]  # still the final network's
+    if best_step != last["counters"]["env_steps"]:
+        assert any(not torch.equal(best["agent"]["q_network"][k], v) for k, v in last["agent"]["q_network"].items())
+
+    proc = run_dqn("eval", f"checkpoint={trained_run}", "which=best", "episodes=2", f"hydra.run.dir={tmp_path}/b")
+    assert proc.returncode == 0, proc.stderr
+    result = last_json_line(proc.stdout)
+    assert result["env_steps"] == best_step and result["checkpoint"].endswith("best.pt")
+    refused = run_dqn(
+        "eval", f"checkpoint={trained_run}/checkpoints/last.pt", "which=best", f"hydra.run.dir={tmp_path}/r"
+    )
+    assert refused.returncode == 2 and "is a file" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_eval_with_full_exploration_matches_random_play(trained_run, tmp_path):
     proc = run_dqn(
         "eval",
@@ -256,3 +283,21 @@ def test_bash_tab_completion_of_commands_groups_and_keys(tmp_path):
         "env=atari env=breakout env=cartpole env=classic env=minatar env=pong",
         "optimizer.lr= optimizer.lr_decay_steps= optimizer.lr_end=",
     ], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["checkpoint=/no/such/file.pt"], "does not exist"),
+        (["episodes=0"], "episodes must be >= 1"),
+        (["which=worst"], "which must be last or best"),
+        ([], "checkpoint= is required"),
+    ],
+)
+def test_a_refused_eval_leaves_no_run_dir(trained_run, tmp_path, args, needle):
+    run_dir = tmp_path / "eval"
+    if not any(a.startswith("checkpoint=") for a in args) and needle != "checkpoint= is required":
+        args = [f"checkpoint={trained_run}", *args]
+    proc = run_dqn("eval", *args, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not run_dir.exists()

@@ -91,7 +91,10 @@ def _train_task(cfg) -> float:
     train_cfg = None
 
     def on_start() -> None:  # every check passed: from here on the run dir is written
-        record_run_config(run_dir, hc, train_cfg)
+        if not train_cfg.resume:  # resume.save_config records a resumed run's config once it is restored
+            from omegaconf import OmegaConf
+
+            record_run_config(run_dir, hc, OmegaConf.structured(train_cfg))  # resolved: ALE/Breakout-v5, not ${..}
         if held_log is not None:
             held_log.release()
 
@@ -123,20 +126,35 @@ _stopped_by: list[int] = []  # signals that stopped a training run in this proce
 
 def _eval_task(cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from dqn_cli.config import ConfigError
     from dqn_cli.run.checkpoint import CheckpointError
     from dqn_cli.run.evaluate import eval_checkpoint
     from dqn_cli.run.video import ReplayDiverged
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    held_log = None if multirun else HeldRunLog()  # eval.log waits until the evaluation is done
+
     try:
-        return eval_checkpoint(cfg, run_dir)
+        summary = eval_checkpoint(cfg, run_dir)
     except (ConfigError, CheckpointError, ReplayDiverged) as err:
         if debug():
             raise
         fault = isinstance(err, ReplayDiverged)  # the env is not deterministic given its seed: no video
+        if held_log is not None and not fault:  # bad input: nothing is left behind
+            held_log.discard()
+            remove_if_empty(run_dir)
+        elif held_log is not None:
+            record_run_config(run_dir, hc, cfg)
+            held_log.release()
         fail("eval", f"{err}; no video was written" if fault else str(err), code=1 if fault else 2)
+    record_run_config(run_dir, hc, cfg)
+    if held_log is not None:
+        held_log.release()
+    return summary
 
 
 def _hydra_app(task, config_name: str):
@@ -148,6 +166,24 @@ def _hydra_app(task, config_name: str):
     return hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(task)
 
 
+# Hydra flags that inspect instead of running (they write no run dir)
+INSPECTING = {
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--help",
+    "-h",
+    "--hydra-help",
+    "-p",
+    "--package",
+    "-sc",
+    "--shell-completion",
+    "-m",
+    "--multirun",
+}
+
+
 def run_hydra(command: str, args: list[str]) -> int:
     """Run a Hydra app as if ``dqn COMMAND`` were its program name."""
     if command == "train":
@@ -157,23 +193,9 @@ def run_hydra(command: str, args: list[str]) -> int:
             args = rewrite_resume_args(args)
         except ValueError as err:
             fail("train", str(err))
-        inspecting = {
-            "--cfg",
-            "-c",
-            "--info",
-            "-i",
-            "--help",
-            "-h",
-            "--hydra-help",
-            "-p",
-            "--package",
-            "-sc",
-            "--shell-completion",
-            "-m",
-            "--multirun",
-        }
-        if not inspecting & set(args) and not any(a.startswith("hydra.output_subdir=") for a in args):
-            args = [*args, RECORD_CONFIG]  # .hydra/ is written once the input passed every check
+    inspecting = INSPECTING & set(args) or any(a.startswith("hydra.output_subdir=") for a in args)
+    if not inspecting:  # train and eval: .hydra/ is written once the input passed every check
+        args = [*args, RECORD_CONFIG]
     task = _train_task if command == "train" else _eval_task
     config_name = "train" if command == "train" else "eval"
     app = _hydra_app(task, config_name)

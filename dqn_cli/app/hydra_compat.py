@@ -74,13 +74,11 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     return None
 
 
-def record_run_config(run_dir: Path, hc, train_cfg) -> None:
-    """``.hydra/`` of a run whose input passed every check: the resolved config (and, where
-    Hydra was told not to write them, hydra.yaml and overrides.yaml)."""
+def record_run_config(run_dir: Path, hc, config) -> None:
+    """``.hydra/`` of a run whose input passed every check: its ``config`` (and, where Hydra
+    was told not to write them, hydra.yaml and overrides.yaml)."""
     from omegaconf import OmegaConf
 
-    if train_cfg.resume:  # resume.save_config records the resumed run's config once it is restored
-        return
     if hc.output_subdir is None and RECORD_CONFIG not in hc.overrides.hydra:
         return  # the user asked for no .hydra/
     out = run_dir / (hc.output_subdir or ".hydra")
@@ -91,7 +89,7 @@ def record_run_config(run_dir: Path, hc, train_cfg) -> None:
         hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != RECORD_CONFIG]
         OmegaConf.save(hydra_cfg, out / "hydra.yaml")
         OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
-    OmegaConf.save(OmegaConf.structured(train_cfg), out / "config.yaml")  # resolved: ALE/Breakout-v5, not ${..}
+    OmegaConf.save(config, out / "config.yaml")
 
 
 class HeldRunLog:

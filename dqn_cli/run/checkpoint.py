@@ -93,6 +93,15 @@ def save_checkpoint(ckpt_dir: Path, step: int, state: dict, keep: int) -> Path:
     return target
 
 
+def save_best(ckpt_dir: Path, state: dict) -> Path:
+    """Write ``state`` (the network with the best evaluation so far) as ``best.pt``; return its path."""
+    path = Path(ckpt_dir) / "best.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    _write(path, lambda f: torch.save(payload, f))
+    return path
+
+
 def _write(path: Path, write: Callable[[Any], None]) -> None:
     try:
         atomic_write(path, write)

@@ -31,6 +31,7 @@ class Counters:
     target_updates: int = 0  # target periods passed once learning began (each applied to the target)
     evaluations: int = 0
     best_eval_return: float = float("-inf")
+    best_eval_step: int = -1  # env step of the network in checkpoints/best.pt (-1: none yet)
     last_eval_mean: float = float("nan")
     last_eval_std: float = float("nan")
     last_eval_cut: int = 0  # episodes of the last evaluation cut by eval.max_episode_steps

@@ -211,8 +211,12 @@ def run_evaluation(run: Run, stop: StopRequest) -> None:
     s = result.summary()
     n.evaluations += 1
     n.last_eval_mean, n.last_eval_std, n.last_eval_cut = s["mean_return"], s["std_return"], s["episodes_cut"]
-    n.best_eval_return = max(n.best_eval_return, s["mean_return"])
+    improved = s["mean_return"] > n.best_eval_return
+    if improved:
+        n.best_eval_return, n.best_eval_step = s["mean_return"], n.env_steps
     logger.evaluation(s, n.env_steps)
+    if improved:  # checkpoints/best.pt: the network with the best evaluation so far (as SB3's EvalCallback)
+        ckpt.save_best(run.run_dir / "checkpoints", checkpoint_state(run))
     if video is not None:
         logger.video("eval/video", video, n.env_steps)
 
@@ -222,13 +226,18 @@ def save(run: Run) -> None:
     cfg, n = run.cfg, run.n
     if not all(bool(torch.isfinite(p).all()) for p in run.agent.q_network.parameters()):
         raise NonFiniteLoss(n.env_steps, float("nan"), "the network's parameters")
-    n.wall_seconds = run.wall_seconds()
-    state = capture(cfg, run.spec, n, run.agent, run.stats, resume.capture_envs(run.envs, run.stacker, cfg.env))
-    path = ckpt.save_checkpoint(run.run_dir / "checkpoints", n.env_steps, state, cfg.checkpoint.keep)
+    path = ckpt.save_checkpoint(run.run_dir / "checkpoints", n.env_steps, checkpoint_state(run), cfg.checkpoint.keep)
     if cfg.checkpoint.save_replay:
         ckpt.save_replay(run.run_dir / "checkpoints", run.replay.state_dict(), n.env_steps)
     run.saved_step = n.env_steps
     run.logger.message(f"checkpoint {path}")
+
+
+def checkpoint_state(run: Run) -> dict:
+    """What a checkpoint of the run holds now (run.state.capture)."""
+    run.n.wall_seconds = run.wall_seconds()
+    envs = resume.capture_envs(run.envs, run.stacker, run.cfg.env)
+    return capture(run.cfg, run.spec, run.n, run.agent, run.stats, envs)
 
 
 def summarize(run: Run) -> dict:
@@ -248,6 +257,7 @@ def summarize(run: Run) -> dict:
         "final_eval_std_return": n.last_eval_std if evaluated else None,
         "final_eval_episodes_cut": n.last_eval_cut if evaluated else None,
         "best_eval_mean_return": n.best_eval_return if evaluated else None,
+        "best_eval_step": n.best_eval_step if evaluated and n.best_eval_step >= 0 else None,
         "train_last100_mean_return": last_100,
         "train_episodes": len(logger.episodes_csv.kept) + logger.episodes_logged,
         "objective": final if evaluated else last_100,
