@@ -301,3 +301,16 @@ def test_a_refused_eval_leaves_no_run_dir(trained_run, tmp_path, args, needle):
     proc = run_dqn("eval", *args, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not run_dir.exists()
+
+
+def test_a_classic_run_is_named_after_its_env_and_says_where_it_is(tmp_path):
+    """outputs/DATE/TIME_Acrobot-v1, not TIME_classic; the first and last lines name the run dir,
+    the last with the commands to look at it."""
+    proc = run_dqn("train", "env=classic", "env.id=Acrobot-v1", *TINY, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    assert run_dir.name.endswith("_Acrobot-v1")
+    out = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    relative = str(run_dir)
+    assert f"results in {relative}" in out[0] and f"results in {relative}" in out[-2]
+    assert f"dqn eval checkpoint={relative}" in out[-1] and f"tensorboard --logdir {relative}" in out[-1]

@@ -109,6 +109,13 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Cal
         summary["env_steps_per_second"],
         run_dir,
     )
+    if not multirun:  # (a sweep prints its summary table instead)
+        log.info(
+            "next: dqn eval checkpoint=%s [which=best] | tensorboard --logdir %s | dqn plot %s",
+            run_dir,
+            run_dir,
+            run_dir,
+        )
     return summary
 
 
