@@ -252,6 +252,10 @@ def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
         f"network.dueling_aggregator must be mean or max, got {n.dueling_aggregator!r}",
     )
     _check(all(h >= 1 for h in n.hidden_sizes), f"network.hidden_sizes must be positive, got {n.hidden_sizes}")
+    _check(
+        n.name != "mlp" or len(n.hidden_sizes) > 0,
+        "network.hidden_sizes=[] would make the Q-network linear; give at least one layer, e.g. [64]",
+    )
     _check(n.cnn_hidden >= 1, f"network.cnn_hidden must be >= 1, got {n.cnn_hidden}")
     fits = NETWORKS_FOR[e.kind]
     _check(
@@ -331,6 +335,11 @@ def _check_training(cfg: TrainConfig) -> None:
     _check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     _check(cfg.train_every >= 1, f"train_every must be >= 1 env step, got {cfg.train_every}")
     _check(cfg.learning_starts >= 0, f"learning_starts must be >= 0, got {cfg.learning_starts}")
+    _check(
+        cfg.total_steps - cfg.learning_starts >= cfg.train_every,
+        f"learning_starts={cfg.learning_starts} with train_every={cfg.train_every} leaves no gradient step in "
+        f"total_steps={cfg.total_steps}; use learning_starts <= {max(cfg.total_steps - cfg.train_every, 0)}",
+    )
     _check(cfg.target_update_period >= 1, f"target_update_period must be >= 1, got {cfg.target_update_period}")
     _check(0 < cfg.tau <= 1, f"tau must be in (0, 1], got {cfg.tau}")
     _check(cfg.loss in ("huber", "mse"), f"loss must be huber or mse, got {cfg.loss!r}")

@@ -204,6 +204,10 @@ def test_other_env_async_vectorization_and_options(tmp_path):
         ("total_steps=abc", "total_steps=abc: Value 'abc' of type 'str' could not be converted to Integer"),
         ("--cfg hydra -m", "--cfg and --multirun cannot be combined"),
         ("-m seed=1,x", "seed=x: Value 'x' of type 'str' could not be converted to Integer"),  # each swept value
+        ("learning_starts=50000", "leaves no gradient step in total_steps=50000"),  # no silent no-op
+        ("total_steps=1000 learning_starts=998 train_every=4", "use learning_starts <= 996"),
+        ("network.hidden_sizes=[]", "would make the Q-network linear"),
+        ("total_steps=1.5e3.2", "total_steps=1.5e3.2"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, override, needle):
@@ -314,3 +318,25 @@ def test_a_classic_run_is_named_after_its_env_and_says_where_it_is(tmp_path):
     relative = str(run_dir)
     assert f"results in {relative}" in out[0] and f"results in {relative}" in out[-2]
     assert f"dqn eval checkpoint={relative}" in out[-1] and f"tensorboard --logdir {relative}" in out[-1]
+
+
+def test_integer_keys_take_exact_floats_and_refuse_the_rest(tmp_path):
+    """1e5 and 100_000 are 100000 for an int key (also in a sweep); 1.5 is refused in one line."""
+    proc = run_dqn("train", "total_steps=1e5", "replay.capacity=2_000", "env.num_envs=4.0", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr
+    assert "total_steps: 100000" in proc.stdout and "capacity: 2000" in proc.stdout and "num_envs: 4" in proc.stdout
+    from dqn_cli.app.hydra_compat import exact_integers
+    from dqn_cli.config import TrainConfig
+
+    swept = exact_integers(["seed=1e0,2e0", "optimizer.lr=1e-3", "total_steps=abc", "eval.every=1e4"], TrainConfig)
+    assert swept == ["seed=1,2", "optimizer.lr=1e-3", "total_steps=abc", "eval.every=10000"]  # float keys stay
+    refused = run_dqn("train", "total_steps=1.5", f"hydra.run.dir={tmp_path / 'run'}")
+    assert refused.returncode == 2 and "total_steps=1.5" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("where", ["/dev/null/run", "/proc/no/such/dir"])
+def test_a_run_dir_that_cannot_be_made_is_one_line(where):
+    proc = run_dqn("train", f"hydra.run.dir={where}", "total_steps=200")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"hydra.run.dir={where}: cannot create the run directory" in lines[0], proc.stderr

@@ -56,7 +56,7 @@ def test_exploration_does_not_replay_the_initialisation_stream(monkeypatch, tmp_
             super().__init__(*args, seed=seed, **kwargs)
 
     monkeypatch.setattr(build, "DQNAgent", Recording)
-    cfg = tiny("total_steps=40")
+    cfg = tiny("total_steps=80")
     trainer.train(cfg, tmp_path)
     assert seen["seed"] == int_seed(cfg.seed, "exploration")
     assert torch.initial_seed() == int_seed(cfg.seed, "init") != seen["seed"]

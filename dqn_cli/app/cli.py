@@ -32,8 +32,10 @@ from dqn_cli.app.hydra_compat import (
     HeldRunLog,
     bad_value,
     conflicting_modes,
+    exact_integers,
     record_run_config,
     remove_if_empty,
+    unwritable_dir,
 )
 
 USAGE = f"""usage: dqn [--version] [--debug] COMMAND [ARGS]
@@ -196,11 +198,16 @@ def run_hydra(command: str, args: list[str]) -> int:
     inspecting = INSPECTING & set(args) or any(a.startswith("hydra.output_subdir=") for a in args)
     if not inspecting:  # train and eval: .hydra/ is written once the input passed every check
         args = [*args, RECORD_CONFIG]
+    from dqn_cli.config import EvalCommandConfig, TrainConfig
+
+    args = exact_integers(args, TrainConfig if command == "train" else EvalCommandConfig)
     task = _train_task if command == "train" else _eval_task
     config_name = "train" if command == "train" else "eval"
     app = _hydra_app(task, config_name)
     if not debug():
         problem = conflicting_modes(args) or bad_value(config_dir(), config_name, args)
+        if problem is None and not INSPECTING & set(args) - {"-m", "--multirun"}:
+            problem = unwritable_dir(args)
         if problem:
             fail(command, problem)
     argv0 = sys.argv[0]

@@ -5,6 +5,11 @@ the Compose API, the override parser, HydraConfig, OmegaConf, and Hydra's own ov
   Hydra reports it as a 6-line "Error merging override" block with exit 1, so the overrides are
   composed first through the Compose API, and an OmegaConf ValidationError becomes the one line.
   Unknown keys and group options keep Hydra's own message (it lists what exists).
+* Integer keys take ``1e5`` as well as ``100_000`` when the value is an exact integer:
+  :func:`exact_integers` rewrites such overrides before Hydra sees them (OmegaConf refuses
+  a float for an int key).
+* A run or sweep dir that cannot be created (``hydra.run.dir=/dev/null/run``) gets one line;
+  Hydra creates it before the app runs and fails with two chained tracebacks.
 * Two mode flags at once (``--cfg job -m``) are refused here in one line; Hydra raises a
   ValueError with a traceback.
 * A refused run leaves nothing behind: Hydra creates the run dir, ``.hydra/`` and ``train.log``
@@ -21,6 +26,72 @@ from pathlib import Path
 
 MODE_FLAGS = {"--multirun": "-m", "--cfg": "-c", "--info": "-i", "--shell-completion": "-sc"}
 RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written by record_run_config
+
+
+def int_keys(schema) -> set[str]:
+    """Dotted names of the int-typed keys of a dataclass schema (nested groups included)."""
+    import dataclasses
+    import typing
+
+    keys = set()
+    for f in dataclasses.fields(schema):
+        hint = typing.get_type_hints(schema)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys |= {f"{f.name}.{k}" for k in int_keys(hint)}
+        elif hint is int or hint == typing.Optional[int]:
+            keys.add(f.name)
+    return keys
+
+
+def exact_integers(args: list[str], schema) -> list[str]:
+    """``args`` with each value of an int key written as a float (``total_steps=1e5``, also in a
+    sweep ``seed=1e0,2e0``) rewritten as the integer it is; other values are left for Hydra to judge."""
+    keys = int_keys(schema)
+    out = []
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if eq and key.lstrip("+") in keys and value:
+            try:
+                numbers = [float(v) for v in value.split(",")]
+            except ValueError:
+                numbers = []
+            if numbers and all(x.is_integer() for x in numbers) and any(c in value for c in ".eE"):
+                arg = f"{key}={','.join(str(int(x)) for x in numbers)}"
+        out.append(arg)
+    return out
+
+
+def unwritable_dir(args: list[str]) -> str | None:
+    """The one-line refusal for a ``hydra.run.dir`` / ``hydra.sweep.dir`` (or, without them, the
+    working directory Hydra writes ``outputs/`` into) where no directory can be made, else None."""
+    import os
+
+    given = {k: v for k, _, v in (a.partition("=") for a in args) if k in ("hydra.run.dir", "hydra.sweep.dir")}
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    target = Path(given[key]) if key in given else Path.cwd() / "outputs"
+    if "${" in str(target):  # an interpolation: resolved by Hydra, checked there
+        return None
+    target = target.absolute()
+    missing = []  # the dirs a trial mkdir makes, removed again (Hydra makes them for the run)
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as err:
+        where = f"{key}={given[key]}" if key in given else f"the working directory {Path.cwd()}"
+        return f"{where}: cannot create the run directory there ({err.strerror or err}); choose a writable path"
+    finally:
+        for made in missing:
+            try:
+                made.rmdir()
+            except OSError:
+                break
+    return None
 
 
 def conflicting_modes(args: list[str]) -> str | None:
