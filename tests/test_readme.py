@@ -131,3 +131,15 @@ def _replace_placeholders(arg: str, run_dir: Path) -> str:
     if arg == "checkpoint=...":
         arg = f"checkpoint={run_dir}/checkpoints/last.pt"
     return arg
+
+
+def test_the_readme_python_api_example_runs(trained_run):
+    """The README's Python block, with its run dir placeholder pointed at a real run."""
+    text = README.read_text()
+    start = text.index("### Python API\n")
+    (block,) = re.findall(r"```python\n(.*?)```", text[start : text.index("\n## ", start)], re.S)
+    code = block.replace('"outputs/DATE/TIME_cartpole"', repr(str(trained_run)))
+    assert code != block
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["done"] and namespace["agent"].config.env.id == "CartPole-v1"
