@@ -9,17 +9,24 @@ ARGS ?=
 
 .PHONY: install dev train test lint bench clean
 
+# setuptools warns on every editable install of a package-dir layout that a folder named like the
+# package may shadow it; that is this repository's layout on purpose, so the install stays quiet.
+QUIET := PYTHONWARNINGS=ignore
+
 $(BIN)/python:
+	@echo "make: creating $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
+	@echo "make: installing $(TORCH) (a couple of minutes the first time), then dqn"
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e .
+	$(QUIET) $(BIN)/pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -q -e ".[dev]"
+	@echo "make: installing the dev extras (pytest, ruff, sweep plugins, minatar, matplotlib)"
+	$(QUIET) $(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -15,11 +15,13 @@ def test_wheel_ships_configs_and_trains_from_an_unrelated_directory(tmp_path):
     wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(
+    build = subprocess.run(
         [*pip, "wheel", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(wheels)],
         check=True,
         capture_output=True,
+        text=True,
     )
+    assert "warning" not in (build.stdout + build.stderr).lower(), build.stderr[-3000:]  # a quiet install
     wheel = next(wheels.glob("dqn_cli-*.whl"))
     # The dependencies are those of this venv; the package itself comes only from the wheel.
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
