@@ -148,7 +148,29 @@ def test_help_version_and_subcommand_help():
     for group in ("env:", "network:", "replay:", "schedule:", "optimizer:"):
         assert group in train_help.stdout
     eval_help = run_dqn("eval", "--help")
-    assert eval_help.returncode == 0 and "checkpoint" in eval_help.stdout
+    assert eval_help.returncode == 0 and "checkpoint=PATH" in eval_help.stdout and "which=last" in eval_help.stdout
+    assert "network:" not in eval_help.stdout  # eval's own keys, not the training groups
+    assert "+search=cartpole" in train_help.stdout and "Examples:" in train_help.stdout
+
+
+def test_the_keys_train_help_lists_have_the_defaults_it_says():
+    """Every `key=value` of `dqn train --help`'s key list is what `dqn train --cfg job` composes."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    text = run_dqn("train", "--help").stdout
+    listed = text[text.index("Most used keys") : text.index("Examples:")]
+    pairs = re.findall(r"\b([a-z_]+(?:\.[a-z_]+)?)=([\w.]+)", listed)
+    composed = OmegaConf.create(run_dqn("train", "--cfg", "job").stdout)
+    checked = 0
+    for key, value in pairs:
+        if value.isupper() or value == "N" or "|" in value:  # a placeholder such as RUN_DIR
+            continue
+        actual = OmegaConf.select(composed, key)
+        assert str(actual).lower() == value.lower() or float(actual) == float(value), (key, value, actual)
+        checked += 1
+    assert checked >= 12
 
 
 def test_cfg_job_composes_groups_and_overrides():

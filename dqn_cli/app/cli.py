@@ -264,6 +264,14 @@ def complete(args: list[str]) -> int:
 
 # ----------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `dqn train --help | head`: the reader left; say nothing more (Python's docs, signal)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+
+
+def _main(argv: list[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--debug":
         os.environ["HYDRA_FULL_ERROR"] = "1"
