@@ -33,6 +33,7 @@ class EnvConfig:
     num_envs: int = 4  # environments stepped together
     vectorization: str = "sync"  # sync (one process) | async (subprocesses) | ale (Atari only)
     max_episode_steps: Optional[int] = None  # time limit in agent steps; None keeps the env's own
+    imports: List[str] = field(default_factory=list)  # modules imported first: packages registering their env ids
     frame_stack: int = 1  # observations stacked into the agent's input
     # Atari preprocessing (Machado et al. 2018; Mnih et al. 2015). Ignored for classic envs.
     frame_skip: int = 4  # emulator frames per agent step, max-pooled over the last two

@@ -362,3 +362,21 @@ def test_a_run_dir_that_cannot_be_made_is_one_line(where):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"hydra.run.dir={where}: cannot create the run directory" in lines[0], proc.stderr
+
+
+def test_your_own_env_registered_on_import_trains_on_every_backend(tmp_path):
+    """env.imports=[module] imports a package that registers its Gymnasium id, in this process and in
+    every env worker; a module that cannot be imported is one line."""
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {"PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+    own = ["env=classic", "env.imports=[corridor_env]", "env.id=TestCorridor-v0", *TINY]
+    for backend in ("sync", "async"):
+        run_dir = tmp_path / backend
+        proc = run_dqn("train", *own, f"env.vectorization={backend}", f"hydra.run.dir={run_dir}", env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((run_dir / "summary.json").read_text())["env"] == "TestCorridor-v0"
+        assert run_dir.name == backend
+    missing = run_dqn("train", "env=classic", "env.imports=[no_such_env_pkg]", f"hydra.run.dir={tmp_path / 'm'}")
+    assert missing.returncode == 2 and "env.imports: cannot import 'no_such_env_pkg'" in missing.stderr
+    unregistered = run_dqn("train", "env=classic", "env.id=TestCorridor-v0", f"hydra.run.dir={tmp_path / 'u'}")
+    assert unregistered.returncode == 2 and "env.imports=[my_package]" in unregistered.stderr

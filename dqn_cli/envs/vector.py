@@ -14,6 +14,7 @@ The trainer drives every backend the same way (Gymnasium 1.x vector envs, ``auto
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -25,8 +26,26 @@ from dqn_cli.envs.spec import EnvSpec
 
 
 # ------------------------------------------------------------------ factories
-def make_classic_env(env_id: str, max_episode_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """One Gymnasium env; top level so AsyncVectorEnv can pickle a partial of it."""
+def import_env_modules(modules) -> None:
+    """Import the modules of ``env.imports`` (packages that register their Gymnasium ids on import).
+
+    Raises ConfigError naming a module that cannot be imported."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # ImportError, or the module failed while registering
+            raise ConfigError(
+                f"env.imports: cannot import {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "it must be importable here, e.g. installed with pip install -e ."
+            ) from None
+
+
+def make_classic_env(
+    env_id: str, max_episode_steps: int | None = None, render_mode: str | None = None, imports: tuple[str, ...] = ()
+) -> gym.Env:
+    """One Gymnasium env; top level so AsyncVectorEnv can pickle a partial of it (its worker imports
+    ``imports`` first, so ids registered on import exist there too)."""
+    import_env_modules(imports)
     kwargs: dict[str, Any] = {}
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
@@ -45,7 +64,7 @@ def env_factory(cfg: EnvConfig, training: bool, render_mode: str | None = None) 
         from dqn_cli.envs import minatar
 
         return functools.partial(minatar.make_minatar_env, cfg, render_mode=render_mode)
-    return functools.partial(make_classic_env, cfg.id, cfg.max_episode_steps, render_mode)
+    return functools.partial(make_classic_env, cfg.id, cfg.max_episode_steps, render_mode, tuple(cfg.imports))
 
 
 def describe_env(cfg: EnvConfig) -> EnvSpec:
@@ -63,10 +82,11 @@ def describe_env(cfg: EnvConfig) -> EnvSpec:
 
         return minatar.describe(cfg)
     try:
-        env = make_classic_env(cfg.id, cfg.max_episode_steps)
+        env = make_classic_env(cfg.id, cfg.max_episode_steps, imports=tuple(cfg.imports))
     except gym.error.Error as err:
         raise ConfigError(
-            f"env.id={cfg.id!r} is not a registered Gymnasium env ({err}); e.g. env.id=Acrobot-v1"
+            f"env.id={cfg.id!r} is not a registered Gymnasium env ({err}); e.g. env.id=Acrobot-v1, "
+            "or env.imports=[my_package] for a package that registers it on import"
         ) from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
