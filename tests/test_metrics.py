@@ -100,10 +100,12 @@ def test_hparams_are_in_the_runs_own_tb_dir(trained_run):
     assert {m.name.tag for m in experiment.metric_infos} == set(HPARAM_METRICS)
 
     summary = json.loads((trained_run / "summary.json").read_text())
-    for tag, key in HPARAM_METRICS.items():
-        (event,) = acc.Scalars(tag)
-        assert event.step == TOTAL_STEPS
-        assert event.value == pytest.approx(summary[key], rel=1e-5, abs=1e-5)
+    for tag in HPARAM_METRICS:  # the metrics are curves the run logs anyway: no one-point hparams/* cards
+        events = acc.Scalars(tag)
+        assert len(events) >= 2 and events[-1].step == TOTAL_STEPS
+    assert acc.Scalars("eval/mean_return")[-1].value == pytest.approx(summary["final_eval_mean_return"])
+    assert acc.Scalars("eval/best_mean_return")[-1].value == pytest.approx(summary["best_eval_mean_return"])
+    assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hparams/")]
 
 
 # ------------------------------------------------------------- the pieces
@@ -177,16 +179,27 @@ def test_run_logger_writes_video_hparams_and_closes(tmp_path):
             "best_eval_mean_return": float("-inf"),
             "env_steps_per_second": 123.4,
         },
+        first=["optimizer.lr", "no.such.key"],
     )
     logger.close()
     acc = load(tmp_path / "tb")
     (image,) = acc.Images("eval/video")
     assert image.step == 50 and (image.width, image.height) == (160, 210)
     assert _decode(image.encoded_image_string)[0] == 4  # every 2nd frame
-    assert acc.Scalars("hparams/final_eval_mean_return")[0].value == 9.5
-    assert math.isnan(acc.Scalars("hparams/best_eval_mean_return")[0].value)  # no eval: not -inf
+    assert acc.Tags()["scalars"] == []  # the HParams metrics are the run's own curves
     start = plugin_data_pb2.HParamsPluginData.FromString(
         acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     ).session_start_info
     assert start.hparams["optimizer.lr"].number_value == pytest.approx(3e-4)
     assert start.hparams["network.hidden_sizes"].string_value == "[8]"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/experiment"]
+    ).experiment
+    assert [h.name for h in experiment.hparam_infos] == ["optimizer.lr", "seed", "network.hidden_sizes"]
+
+
+def test_overridden_keys_are_the_keys_the_command_line_set():
+    from dqn_cli.run.metrics import overridden_keys
+
+    given = ["optimizer.lr=3e-4", "env=minatar", "+search=cartpole", "hydra.run.dir=x", "seed=2", "seed=3"]
+    assert overridden_keys(given) == ["optimizer.lr", "env.name", "seed"]

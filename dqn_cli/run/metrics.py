@@ -4,14 +4,16 @@ TensorBoard (``RUN_DIR/tb``), the x-axis is always the env step:
 
 * Scalars, grouped as in CleanRL / SB3 so users find them:
   ``charts/episodic_return``, ``charts/episodic_length``, ``charts/epsilon``,
-  ``losses/td_loss``, ``losses/q_values``, ``eval/mean_return``,
+  ``charts/learning_rate``, ``losses/td_loss``, ``losses/q_values``, ``losses/grad_norm``,
+  ``eval/mean_return``, ``eval/std_return``, ``eval/mean_length``, ``eval/episodes_cut``,
+  ``eval/best_mean_return``,
   ``perf/env_steps_per_second``, ``perf/updates_per_second``, and ``per/*``
   when prioritized replay is on.
 * Images: ``eval/video``, one evaluation episode as an animated GIF at each
   evaluation when ``eval.video=true`` (:meth:`RunLogger.video`).
-* HParams: the run's flattened config and its final results
-  (``hparams/final_eval_mean_return``, ``hparams/best_eval_mean_return``,
-  ``hparams/env_steps_per_second``), written into the run's own ``tb/``, so
+* HParams: the run's flattened config, the keys given on the command line first, with
+  :data:`HPARAM_METRICS` (the last values of ``eval/mean_return``, ``eval/best_mean_return``
+  and ``perf/env_steps_per_second``) as its metrics, written into the run's own ``tb/``, so
   ``tensorboard --logdir SWEEP_DIR`` compares the jobs of a sweep in one table
   (:meth:`RunLogger.hparams`).
 
@@ -44,11 +46,12 @@ import numpy as np
 
 log = logging.getLogger("dqn")
 
-# The final results shown as metrics in TensorBoard's HParams tab: tag -> summary.json key.
+# The metrics of TensorBoard's HParams tab: scalar tags the run logs anyway (the table shows each
+# one's last value: the final evaluation, the best one, the last logged speed) -> summary.json key.
 HPARAM_METRICS = {
-    "hparams/final_eval_mean_return": "final_eval_mean_return",
-    "hparams/best_eval_mean_return": "best_eval_mean_return",
-    "hparams/env_steps_per_second": "env_steps_per_second",
+    "eval/mean_return": "final_eval_mean_return",
+    "eval/best_mean_return": "best_eval_mean_return",
+    "perf/env_steps_per_second": "env_steps_per_second",
 }
 
 
@@ -175,14 +178,16 @@ class RunLogger:
         self.episodes_csv.row(step, episodic_return, length)
         self.episodes_logged += 1
 
-    def evaluation(self, summary: dict, step: int) -> None:
-        """One evaluation's results (``EvalResult.summary()``): TensorBoard, evals.csv and a line."""
+    def evaluation(self, summary: dict, step: int, best_return: float | None = None) -> None:
+        """One evaluation's results (``EvalResult.summary()``): TensorBoard, evals.csv and a line.
+        ``best_return``: the best evaluation's mean return so far, this one included."""
         self.scalars(
             {
                 "eval/mean_return": summary["mean_return"],
                 "eval/std_return": summary["std_return"],
                 "eval/mean_length": summary["mean_length"],
                 "eval/episodes_cut": summary["episodes_cut"],
+                **({} if best_return is None else {"eval/best_mean_return": best_return}),
             },
             step,
         )
@@ -249,13 +254,15 @@ class RunLogger:
         self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     # ------------------------------------------------------------- hparams
-    def hparams(self, config: dict, summary: dict) -> None:
+    def hparams(self, config: dict, summary: dict, first: list[str] = ()) -> None:
         """The run's hyperparameters and final results, in TensorBoard's HParams tab.
 
         config: the nested run config (``to_dict(cfg)``), flattened to dotted
             keys (``optimizer.lr``); lists and None become strings.
-        summary: the run's summary; the keys of :data:`HPARAM_METRICS` become
-            the metrics, also written as scalars under the same tags.
+        summary: the run's summary (its ``total_steps``).
+        first: keys listed first (those given on the command line), then the rest in order.
+        The metrics are :data:`HPARAM_METRICS`, scalars the run logged as it went: no
+        one-point cards are added to the Scalars tab.
 
         Unlike ``SummaryWriter.add_hparams`` (one sub-directory per call) this
         writes into the run's own ``tb/``, so in ``tensorboard --logdir SWEEP_DIR``
@@ -263,14 +270,14 @@ class RunLogger:
         """
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        hparam_dict = flatten_config(config)
+        flat = flatten_config(config)
+        ordered = [k for k in first if k in flat] + [k for k in flat if k not in first]
+        hparam_dict = {k: flat[k] for k in ordered}
         metric_dict = {tag: _finite_or_nan(summary.get(key)) for tag, key in HPARAM_METRICS.items()}
         step = int(summary.get("total_steps", 0) or 0)
         file_writer = self.writer.file_writer  # SummaryWriter's public FileWriter
-        for proto in hparams_summaries(hparam_dict, metric_dict):
+        for proto in hparams_summaries(hparam_dict, metric_dict):  # (the values come from the scalars)
             file_writer.add_summary(proto, step)
-        for tag, value in metric_dict.items():
-            self.writer.add_scalar(tag, value, step)
         self.writer.flush()
 
     # ------------------------------------------------------------ terminal
@@ -387,6 +394,21 @@ class _TqdmHandler(logging.StreamHandler):
             self.flush()
         except Exception:  # noqa: BLE001 - logging must never break training
             self.handleError(record)
+
+
+def overridden_keys(overrides: list[str]) -> list[str]:
+    """The config keys a run's command-line overrides set (``optimizer.lr=3e-4`` -> ``optimizer.lr``,
+    ``env=minatar`` -> ``env.name``), in order; Hydra's own and ``+search`` are left out."""
+    keys = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not key or key.startswith("hydra") or key == "search":
+            continue
+        keys.append(key if "." in key else f"{key}.name" if key in _GROUPS else key)
+    return list(dict.fromkeys(keys))
+
+
+_GROUPS = ("env", "network", "replay", "schedule", "optimizer")
 
 
 def flatten_config(config: dict, prefix: str = "") -> dict[str, int | float | str | bool]:

@@ -32,6 +32,7 @@ from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.build import Run, build_run, check_run
 from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
+from dqn_cli.run.metrics import overridden_keys
 from dqn_cli.run.signals import Abort, StopRequest, StopRequested
 from dqn_cli.run.state import capture
 from dqn_cli.runtime import int_seed
@@ -99,7 +100,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Cal
         save(run)
         summary = summarize(run)
         logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
-        logger.hparams(to_dict(cfg), summary)
+        logger.hparams(to_dict(cfg), summary, first=overridden_keys(_overrides(run_dir)))
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.info(
         "%s; %d env steps in %.1f s (%.0f steps/s); results in %s",
@@ -221,7 +222,7 @@ def run_evaluation(run: Run, stop: StopRequest) -> None:
     improved = s["mean_return"] > n.best_eval_return
     if improved:
         n.best_eval_return, n.best_eval_step = s["mean_return"], n.env_steps
-    logger.evaluation(s, n.env_steps)
+    logger.evaluation(s, n.env_steps, n.best_eval_return)
     if improved:  # checkpoints/best.pt: the network with the best evaluation so far (as SB3's EvalCallback)
         ckpt.save_best(run.run_dir / "checkpoints", checkpoint_state(run))
     if video is not None:
@@ -281,6 +282,16 @@ class NonFiniteLoss(RuntimeError):
             f"{what} became {value} at env step {step}; training stopped, the last good checkpoint is kept "
             "(try a lower optimizer.lr, loss=huber, or optimizer.max_grad_norm=10)"
         )
+
+
+def _overrides(run_dir: Path) -> list[str]:
+    """The run's command-line overrides, as Hydra recorded them (none when it did not)."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or [])
+    except (OSError, yaml.YAMLError):
+        return []
 
 
 def _crossed(step: int, stride: int, every: int) -> bool:
