@@ -36,7 +36,9 @@ ATARI_TINY = [
 ]
 
 
-def readme_commands(sections=("# dqn — Deep Q-Networks from the command line", "## Everyday commands")) -> list[str]:
+def readme_commands(
+    sections=("# dqn — Deep Q-Networks from the command line", "## Set up", "## Everyday commands"),
+) -> list[str]:
     """`dqn ...` lines of the bash blocks in the given sections, comments stripped."""
     text = README.read_text()
     commands = []

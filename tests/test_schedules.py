@@ -94,10 +94,10 @@ def test_beta_horizon_survives_a_resume_with_a_larger_budget(tmp_path):
 
     from dqn_cli.run.resume import resumed_config
 
-    first = compose("replay=prioritized", "total_steps=1000")
+    first = compose("replay=prioritized", "total_steps=1000", "learning_starts=100")
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.structured(first), tmp_path / ".hydra" / "config.yaml")
-    composed = compose("replay=prioritized", "total_steps=4000")
+    composed = compose("replay=prioritized", "total_steps=4000", "learning_starts=100")
     resumed = resumed_config(composed, tmp_path, [f"resume={tmp_path}", "total_steps=4000"])
     assert resumed.total_steps == 4_000 and resumed.replay.beta_steps == 1_000
     assert beta_schedule(resumed.replay)(1_000) == pytest.approx(1.0)

@@ -101,11 +101,13 @@ def _train_task(cfg) -> float:
             held_log.release()
 
     try:
-        train_cfg = validate(to_train_config(cfg))
-        if train_cfg.resume:
+        train_cfg = to_train_config(cfg)
+        if train_cfg.resume:  # the run's saved config with the command line's changes, validated as one
             from dqn_cli.run.resume import resumed_config
 
             train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
+        else:
+            train_cfg = validate(train_cfg)
         summary = train(train_cfg, run_dir, multirun=multirun, on_start=on_start)
     except (ConfigError, CheckpointError, NonFiniteLoss, EnvWorkerDied, CheckpointWriteError) as err:
         if debug():
