@@ -62,6 +62,12 @@ class NetworkConfig:
     dueling: bool = False  # dueling head, Wang et al. 2016
     dueling_aggregator: str = "mean"  # mean (paper's choice) | max
     cnn_hidden: int = 512  # nature_cnn / minatar_cnn fully connected width
+    # distributional RL: none (expected Q-values) | c51 (Bellemare et al. 2017: a categorical
+    # distribution of returns over `atoms` evenly spaced values in [v_min, v_max], cross-entropy loss)
+    distributional: str = "none"
+    atoms: int = 51
+    v_min: float = -10.0  # the support's ends, in units of discounted return
+    v_max: float = 10.0
 
 
 @dataclass
@@ -196,6 +202,7 @@ def _check(ok: bool, message: str) -> None:
 # network.activation -> the torch.nn layer class it names (the one list of allowed activations)
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "gelu": "GELU", "silu": "SiLU"}
 ENV_KINDS = ("classic", "atari", "minatar")
+DISTRIBUTIONAL = ("none", "c51")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
 NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind
 
@@ -258,6 +265,12 @@ def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
         "network.hidden_sizes=[] would make the Q-network linear; give at least one layer, e.g. [64]",
     )
     _check(n.cnn_hidden >= 1, f"network.cnn_hidden must be >= 1, got {n.cnn_hidden}")
+    _check(
+        n.distributional in DISTRIBUTIONAL,
+        f"network.distributional must be one of {', '.join(DISTRIBUTIONAL)}, got {n.distributional!r}",
+    )
+    _check(n.atoms >= 2, f"network.atoms must be >= 2, got {n.atoms}")
+    _check(n.v_min < n.v_max, f"network.v_min must be < network.v_max, got [{n.v_min}, {n.v_max}]")
     fits = NETWORKS_FOR[e.kind]
     _check(
         n.name in fits,

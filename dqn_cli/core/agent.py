@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
+from dqn_cli.core.networks import DistributionalQNetwork
 
 if TYPE_CHECKING:  # the agent reads a Batch's fields only
     from dqn_cli.replay.storage import Batch
@@ -64,6 +65,30 @@ def td_target(
     return returns + discounts * bootstrap
 
 
+def categorical_projection(
+    next_probs: torch.Tensor, returns: torch.Tensor, discounts: torch.Tensor, support: torch.Tensor
+) -> torch.Tensor:
+    """The C51 target distribution (Bellemare et al. 2017, Algorithm 1), float32 (B, N).
+
+    next_probs: (B, N) probabilities of the bootstrap distribution Z(s', a*) on ``support`` (N,);
+    returns, discounts: (B,) as in :func:`td_target`, so the target atoms are R + discount * z
+    (gamma**m for the m steps taken; after termination discount = 0 and all the mass goes to R).
+    Each target atom, clipped to [v_min, v_max], splits its mass between its two neighbours on the
+    support in proportion to its distance from them.
+    """
+    n = support.numel()
+    v_min, v_max = float(support[0]), float(support[-1])
+    delta = (v_max - v_min) / (n - 1)
+    tz = (returns[:, None] + discounts[:, None] * support[None, :]).clamp(v_min, v_max)
+    b = (tz - v_min) / delta  # fractional index on the support, in [0, N-1]
+    lower, upper = b.floor().long(), b.ceil().long()
+    target = torch.zeros_like(next_probs)
+    target.scatter_add_(1, lower, next_probs * (upper.float() - b))
+    target.scatter_add_(1, upper, next_probs * (b - lower.float()))
+    target.scatter_add_(1, lower, next_probs * (upper == lower).float())  # b on an atom: all of it there
+    return target
+
+
 class EpsilonGreedy:
     """Epsilon-greedy over a batch of envs (Mnih et al. 2015, Algorithm 1): each env takes a
     uniformly random action with probability epsilon, else argmax_a Q(s, a).
@@ -91,8 +116,9 @@ class EpsilonGreedy:
 class UpdateInfo(NamedTuple):
     td_loss: float  # mean (weighted) loss of the batch
     q_values: float  # mean Q(s, a) of the batch
-    td_errors: np.ndarray  # float32 (B,), y - Q(s, a), for PER priorities
+    td_errors: np.ndarray  # float32 (B,), PER priorities: y - Q(s, a), or C51's per-sample KL
     grad_norm: float  # global gradient norm before clipping
+    loss_name: str = "td_loss"  # its TensorBoard name: losses/td_loss, or losses/c51_loss
 
 
 class DQNAgent:
@@ -156,16 +182,19 @@ class DQNAgent:
         discounts = self.to_device(batch.discounts)
         weights = self.to_device(batch.weights)
 
-        with torch.no_grad():  # s' needs no gradient: keep it out of the backward pass
-            next_q_target = self.target_network(next_obs)
-            next_q_online = self.q_network(next_obs) if self.double_q else None
-            y = td_target(returns, discounts, next_q_target, next_q_online)
-
-        q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
-        if self.loss == "huber":
-            elementwise = F.smooth_l1_loss(q, y, reduction="none")
+        if isinstance(self.q_network, DistributionalQNetwork):
+            elementwise, q, priorities = self._c51_loss(obs, actions, returns, next_obs, discounts)
         else:
-            elementwise = F.mse_loss(q, y, reduction="none")
+            with torch.no_grad():  # s' needs no gradient: keep it out of the backward pass
+                next_q_target = self.target_network(next_obs)
+                next_q_online = self.q_network(next_obs) if self.double_q else None
+                y = td_target(returns, discounts, next_q_target, next_q_online)
+            q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+            if self.loss == "huber":
+                elementwise = F.smooth_l1_loss(q, y, reduction="none")
+            else:
+                elementwise = F.mse_loss(q, y, reduction="none")
+            priorities = y - q.detach()
         loss = (weights * elementwise).mean()
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -176,8 +205,27 @@ class DQNAgent:
             grad_norm = nn.utils.get_total_norm([p.grad for p in self.q_network.parameters() if p.grad is not None])
         self.optimizer.step()
 
-        td_errors = (y - q.detach()).float().cpu().numpy()
-        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm))
+        td_errors = priorities.float().cpu().numpy()
+        loss_name = "c51_loss" if isinstance(self.q_network, DistributionalQNetwork) else "td_loss"
+        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm), loss_name)
+
+    def _c51_loss(self, obs, actions, returns, next_obs, discounts):
+        """Cross-entropy of Z(s, a) against the projected target (B,), Q(s, a) (B,), and the per-sample
+        KL divergence as PER priority (Hessel et al. 2018). Under double Q the online network's mean
+        Q picks a*, the target network's distribution values it."""
+        net, target_net = self.q_network, self.target_network
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        with torch.no_grad():
+            next_log_p = target_net.log_probs(next_obs)  # (B, A, N)
+            next_q = (net if self.double_q else target_net)(next_obs)  # (B, A)
+            next_probs = next_log_p[rows, next_q.argmax(dim=1)].exp()
+            m = categorical_projection(next_probs, returns, discounts, net.support)
+        log_p = net.log_probs(obs)[rows, actions]  # (B, N)
+        cross_entropy = -(m * log_p).sum(dim=1)
+        with torch.no_grad():
+            kl = cross_entropy - (-(m * torch.log(m.clamp_min(1e-12))).sum(dim=1))  # CE - H(m) >= 0
+            q = (log_p.exp() * net.support).sum(dim=1)
+        return cross_entropy, q, kl
 
     @torch.no_grad()
     def update_target(self, tau: float, times: int = 1) -> None:

@@ -92,20 +92,27 @@ class MinAtarCNNTorso(nn.Module):
 
 
 class DuelingHead(nn.Module):
-    """Wang et al. 2016: Q = V + (A - agg(A)), agg = mean (eq. 9) or max (eq. 8)."""
+    """Wang et al. 2016: Q = V + (A - agg(A)), agg = mean (eq. 9) or max (eq. 8).
 
-    def __init__(self, in_dim: int, n_actions: int, aggregator: str = "mean"):
+    With ``atoms`` > 1 the streams give one value per atom (Rainbow's dueling C51, Hessel et al.
+    2018): the output is (B, A, atoms) logits, aggregated over the actions; else (B, A).
+    """
+
+    def __init__(self, in_dim: int, n_actions: int, aggregator: str = "mean", atoms: int = 1):
         super().__init__()
-        self.value = nn.Linear(in_dim, 1)
-        self.advantage = nn.Linear(in_dim, n_actions)
+        self.value = nn.Linear(in_dim, atoms)
+        self.advantage = nn.Linear(in_dim, n_actions * atoms)
         self.aggregator = aggregator
+        self.n_actions, self.atoms = n_actions, atoms
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        v = self.value(features)  # (B, 1)
-        a = self.advantage(features)  # (B, A)
+        v = self.value(features).unsqueeze(1)  # (B, 1, atoms)
+        a = self.advantage(features).view(-1, self.n_actions, self.atoms)  # (B, A, atoms)
         if self.aggregator == "max":
-            return v + a - a.max(dim=1, keepdim=True).values
-        return v + a - a.mean(dim=1, keepdim=True)
+            out = v + a - a.max(dim=1, keepdim=True).values
+        else:
+            out = v + a - a.mean(dim=1, keepdim=True)
+        return out.squeeze(-1) if self.atoms == 1 else out
 
 
 class QNetwork(nn.Module):
@@ -118,6 +125,24 @@ class QNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.torso(obs))
+
+
+class DistributionalQNetwork(QNetwork):
+    """C51 (Bellemare et al. 2017): per action, a categorical distribution of the return over a
+    fixed support of ``atoms`` values. ``forward(obs)`` gives its mean, the Q-values (B, A), so
+    acting and evaluation read it as any Q-network; :meth:`log_probs` gives (B, A, atoms)."""
+
+    def __init__(self, torso: nn.Module, head: nn.Module, n_actions: int, support: torch.Tensor):
+        super().__init__(torso, head)
+        self.n_actions = n_actions
+        self.register_buffer("support", support)  # float32 (atoms,), evenly spaced on [v_min, v_max]
+
+    def log_probs(self, obs: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.torso(obs)).view(-1, self.n_actions, self.support.numel())
+        return torch.log_softmax(logits, dim=-1)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (self.log_probs(obs).exp() * self.support).sum(dim=-1)
 
 
 def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) -> QNetwork:
@@ -134,9 +159,13 @@ def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) 
         torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
     else:
         raise ValueError(f"unknown network {cfg.name!r}")
+    atoms = cfg.atoms if cfg.distributional == "c51" else 1
     head: nn.Module
     if cfg.dueling:
-        head = DuelingHead(torso.out_dim, n_actions, cfg.dueling_aggregator)
+        head = DuelingHead(torso.out_dim, n_actions, cfg.dueling_aggregator, atoms)
     else:
-        head = nn.Linear(torso.out_dim, n_actions)
+        head = nn.Linear(torso.out_dim, n_actions * atoms)
+    if atoms > 1:
+        support = torch.linspace(cfg.v_min, cfg.v_max, atoms, dtype=torch.float32)
+        return DistributionalQNetwork(torso, head, n_actions, support)
     return QNetwork(torso, head)

@@ -167,7 +167,11 @@ def log_status(run: Run, eps: float, info) -> None:
     )
     if info is not None:  # an update ran in this process (a resumed run may not have one yet)
         logger.scalars(
-            {"losses/td_loss": info.td_loss, "losses/q_values": info.q_values, "losses/grad_norm": info.grad_norm},
+            {
+                f"losses/{info.loss_name}": info.td_loss,
+                "losses/q_values": info.q_values,
+                "losses/grad_norm": info.grad_norm,
+            },
             n.env_steps,
         )
         logger.scalars(run.replay.metrics(), n.env_steps)

@@ -1,0 +1,152 @@
+"""C51 (Bellemare et al. 2017): the categorical projection by hand and against a per-atom loop,
+the double-Q choice of a*, the cross-entropy and KL priorities, and a run through the real entrypoint."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY, last_json_line, run_dqn
+from torch import nn
+
+from dqn_cli.config import NetworkConfig, OptimizerConfig
+from dqn_cli.core.agent import DQNAgent, categorical_projection
+from dqn_cli.core.networks import DistributionalQNetwork, build_network
+from dqn_cli.replay.storage import Batch
+
+SUPPORT = torch.tensor([-1.0, 0.0, 1.0])
+
+
+def test_projection_by_hand():
+    p = torch.tensor([[0.2, 0.5, 0.3]] * 4)
+    returns = torch.tensor([0.5, 0.5, 5.0, -0.25])
+    discounts = torch.tensor([0.5, 0.0, 0.9, 0.5])
+    m = categorical_projection(p, returns, discounts, SUPPORT)
+    # row 0: atoms 0.5 + 0.5 * (-1, 0, 1) = (0, 0.5, 1): 0.2 -> atom 0; 0.5 split 0/1 half each; 0.3 -> atom 1
+    # row 1: terminal (discount 0): every atom is R = 0.5, halfway between 0 and 1
+    # row 2: 5 + 0.9 z is beyond v_max = 1 for every z: all the mass on the top atom
+    # row 3: -0.25 + 0.5 z = (-0.75, -0.25, 0.25): 0.2 -> 3/4 on -1, 1/4 on 0; 0.5 -> 1/4, 3/4; 0.3 -> 3/4 on 0, 1/4 on 1
+    expected = torch.tensor(
+        [
+            [0.0, 0.2 + 0.25, 0.25 + 0.3],
+            [0.0, 0.5, 0.5],
+            [0.0, 0.0, 1.0],
+            [0.2 * 0.75 + 0.5 * 0.25, 0.2 * 0.25 + 0.5 * 0.75 + 0.3 * 0.75, 0.3 * 0.25],
+        ]
+    )
+    torch.testing.assert_close(m, expected)
+
+
+def reference_projection(p, returns, discounts, support):
+    """One atom at a time, as Algorithm 1 of Bellemare et al. 2017 reads."""
+    n, v_min, v_max = len(support), support[0], support[-1]
+    dz = (v_max - v_min) / (n - 1)
+    out = np.zeros_like(p)
+    for i in range(len(p)):
+        for j in range(n):
+            tz = min(max(returns[i] + discounts[i] * support[j], v_min), v_max)
+            b = (tz - v_min) / dz
+            lo, hi = int(np.floor(b)), int(np.ceil(b))
+            if lo == hi:
+                out[i, lo] += p[i, j]
+            else:
+                out[i, lo] += p[i, j] * (hi - b)
+                out[i, hi] += p[i, j] * (b - lo)
+    return out
+
+
+def test_projection_matches_the_per_atom_algorithm_and_keeps_the_mass():
+    rng = np.random.default_rng(0)
+    support = np.linspace(-10, 10, 51)
+    p = rng.dirichlet(np.ones(51), size=64)
+    returns = rng.normal(0, 5, size=64)
+    discounts = np.where(rng.random(64) < 0.2, 0.0, 0.99 ** rng.integers(1, 4, size=64))
+    m = categorical_projection(*(torch.tensor(x, dtype=torch.float64) for x in (p, returns, discounts, support)))
+    np.testing.assert_allclose(m.numpy(), reference_projection(p, returns, discounts, support), atol=1e-12)
+    np.testing.assert_allclose(m.sum(dim=1).numpy(), 1.0, atol=1e-12)
+
+
+class OneHot(nn.Module):
+    """States 0..S-1 as one-hot features: a linear head then sets each (state, action) logit by hand."""
+
+    def __init__(self, states: int):
+        super().__init__()
+        self.states, self.out_dim = states, states
+
+    def forward(self, obs):
+        return nn.functional.one_hot(obs.reshape(-1).long(), self.states).float()
+
+
+def table_net(logits: torch.Tensor) -> DistributionalQNetwork:
+    """logits: (S, A, N): the distribution of state s, action a."""
+    s, a, n = logits.shape
+    head = nn.Linear(s, a * n, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(logits.reshape(s, a * n).T)
+    return DistributionalQNetwork(OneHot(s), head, a, SUPPORT.clone())
+
+
+def test_c51_update_uses_the_online_mean_to_pick_and_the_target_distribution_to_value(monkeypatch):
+    # state 1 is s': the online net prefers action 0 there (mean 0.6 > -0.6), the target net action 1
+    online = torch.zeros(2, 2, 3)
+    online[1, 0] = torch.tensor([-5.0, 0.0, 1.0])
+    online[1, 1] = torch.tensor([1.0, 0.0, -5.0])
+    target = torch.zeros(2, 2, 3)
+    target[1, 0] = torch.tensor([2.0, 0.0, 0.0])  # Z'(s', 0): mostly -1
+    target[1, 1] = torch.tensor([0.0, 0.0, 3.0])  # Z'(s', 1): mostly +1, the target net's own argmax
+    batch = Batch(
+        np.zeros((1, 1, 1), np.float32),
+        np.array([1]),
+        np.array([0.0], np.float32),
+        np.ones((1, 1, 1), np.float32),
+        np.array([1.0], np.float32),
+        np.array([0]),
+        np.array([1.0], np.float32),
+    )
+    for double_q, chosen in ((True, 0), (False, 1)):
+        net = table_net(online)
+        agent = DQNAgent(net, OptimizerConfig(name="adam", lr=1e-9), 2, double_q, "huber", torch.device("cpu"))
+        with torch.no_grad():
+            agent.target_network.head.weight.copy_(target.reshape(2, 6).T)
+        m = torch.softmax(target[1, chosen], dim=0)  # R = 0, discount 1: the target is Z'(s', a*) itself
+        log_p = torch.log_softmax(online[0, 1], dim=0)
+        info = agent.update(batch)
+        assert info.loss_name == "c51_loss"
+        assert info.td_loss == pytest.approx(float(-(m * log_p).sum()), rel=1e-5)
+        kl = float((m * (m.log() - log_p)).sum())
+        assert info.td_errors[0] == pytest.approx(kl, rel=1e-4) and kl > 0  # the PER priority
+        assert info.q_values == pytest.approx(float((log_p.exp() * SUPPORT).sum()), abs=1e-6)
+
+
+def test_c51_networks_give_mean_q_values_with_and_without_dueling():
+    for dueling in (False, True):
+        cfg = NetworkConfig(name="mlp", hidden_sizes=[16], dueling=dueling, distributional="c51", atoms=11)
+        net = build_network(cfg, (1, 4), 3)
+        obs = torch.randn(5, 1, 4)
+        log_p = net.log_probs(obs)
+        assert log_p.shape == (5, 3, 11)
+        torch.testing.assert_close(log_p.exp().sum(-1), torch.ones(5, 3))
+        torch.testing.assert_close(net(obs), (log_p.exp() * torch.linspace(-10, 10, 11)).sum(-1))
+    cnn = build_network(NetworkConfig(name="minatar_cnn", cnn_hidden=8, distributional="c51"), (1, 4, 10, 10), 6)
+    assert cnn.log_probs(torch.zeros(2, 1, 4, 10, 10)).shape == (2, 6, 51)
+
+
+def test_c51_trains_evaluates_and_logs_its_loss_through_the_cli(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    args = ["network.distributional=c51", "network.v_min=0", "network.v_max=100", "replay=prioritized"]
+    proc = run_dqn("train", *TINY, *args, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["updates"] > 0 and summary["final_eval_mean_return"] is not None
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert "losses/c51_loss" in acc.Tags()["scalars"] and "losses/td_loss" not in acc.Tags()["scalars"]
+    evaluated = run_dqn("eval", f"checkpoint={run}", "episodes=2", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert last_json_line(evaluated.stdout)["episodes"] == 2
+    bad = run_dqn("train", "network.distributional=c52", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "network.distributional must be one of none, c51" in bad.stderr
