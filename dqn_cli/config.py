@@ -64,8 +64,10 @@ class NetworkConfig:
     cnn_hidden: int = 512  # nature_cnn / minatar_cnn fully connected width
     # distributional RL: none (expected Q-values) | c51 (Bellemare et al. 2017: a categorical
     # distribution of returns over `atoms` evenly spaced values in [v_min, v_max], cross-entropy loss)
+    # | qr (Dabney et al. 2018, QR-DQN: `quantiles` quantiles of the return, quantile Huber loss)
     distributional: str = "none"
     atoms: int = 51
+    quantiles: int = 200  # qr: the loss is pairwise, batch x quantiles**2
     v_min: float = -10.0  # the support's ends, in units of discounted return
     v_max: float = 10.0
 
@@ -202,7 +204,7 @@ def _check(ok: bool, message: str) -> None:
 # network.activation -> the torch.nn layer class it names (the one list of allowed activations)
 ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "gelu": "GELU", "silu": "SiLU"}
 ENV_KINDS = ("classic", "atari", "minatar")
-DISTRIBUTIONAL = ("none", "c51")
+DISTRIBUTIONAL = ("none", "c51", "qr")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
 NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind
 
@@ -270,6 +272,7 @@ def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
         f"network.distributional must be one of {', '.join(DISTRIBUTIONAL)}, got {n.distributional!r}",
     )
     _check(n.atoms >= 2, f"network.atoms must be >= 2, got {n.atoms}")
+    _check(n.quantiles >= 1, f"network.quantiles must be >= 1, got {n.quantiles}")
     _check(n.v_min < n.v_max, f"network.v_min must be < network.v_max, got [{n.v_min}, {n.v_max}]")
     fits = NETWORKS_FOR[e.kind]
     _check(

@@ -1,5 +1,6 @@
-"""C51 (Bellemare et al. 2017): the categorical projection by hand and against a per-atom loop,
-the double-Q choice of a*, the cross-entropy and KL priorities, and a run through the real entrypoint."""
+"""Distributional heads. C51 (Bellemare et al. 2017): the categorical projection by hand and against a
+per-atom loop, the double-Q choice of a*, cross-entropy and KL priorities. QR-DQN (Dabney et al. 2018):
+the quantile Huber loss by hand, its target. Both through the real entrypoint."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from helpers import TINY, last_json_line, run_dqn
 from torch import nn
 
 from dqn_cli.config import NetworkConfig, OptimizerConfig
-from dqn_cli.core.agent import DQNAgent, categorical_projection
-from dqn_cli.core.networks import DistributionalQNetwork, build_network
+from dqn_cli.core.agent import DQNAgent, categorical_projection, quantile_huber_loss
+from dqn_cli.core.networks import DistributionalQNetwork, QuantileQNetwork, build_network
 from dqn_cli.replay.storage import Batch
 
 SUPPORT = torch.tensor([-1.0, 0.0, 1.0])
@@ -149,4 +150,62 @@ def test_c51_trains_evaluates_and_logs_its_loss_through_the_cli(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     assert last_json_line(evaluated.stdout)["episodes"] == 2
     bad = run_dqn("train", "network.distributional=c52", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert bad.returncode == 2 and "network.distributional must be one of none, c51" in bad.stderr
+    assert bad.returncode == 2 and "network.distributional must be one of none, c51, qr" in bad.stderr
+
+
+def test_quantile_huber_loss_by_hand():
+    """N = 2 quantiles at tau = 1/4, 3/4, theta = (0, 1), target samples (0.5, 0.5): every |u| = 0.5,
+    Huber 0.125; weights |1/4 - 0| for theta_0 (u > 0) and |3/4 - 1| for theta_1 (u < 0): 2 * 0.25 * 0.125."""
+    taus = torch.tensor([0.25, 0.75])
+    loss = quantile_huber_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]]), taus)
+    assert float(loss) == pytest.approx(0.0625)
+    # beyond kappa = 1 the loss is linear: u = 3 for theta_0 only -> 0.25 * (3 - 0.5), u = 2 -> 0.25 * 1.5
+    far = quantile_huber_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[3.0]]), taus)
+    assert float(far) == pytest.approx(0.25 * 2.5 + 0.75 * 1.5)
+    # the quantiles that minimise it are the target's: for samples 0..99, theta_i -> the tau_i quantile
+    theta = torch.zeros(1, 4, requires_grad=True)
+    samples = torch.arange(100.0)[None]
+    taus4 = (2 * torch.arange(4.0) + 1) / 8
+    opt = torch.optim.Adam([theta], lr=0.5)
+    for _ in range(2000):
+        opt.zero_grad()
+        quantile_huber_loss(theta, samples, taus4).sum().backward()
+        opt.step()
+    np.testing.assert_allclose(theta.detach().numpy()[0], [12.5, 37.5, 62.5, 87.5], atol=1.5)
+
+
+def test_qr_update_values_a_star_with_the_target_quantiles():
+    cfg = NetworkConfig(name="mlp", hidden_sizes=[8], distributional="qr", quantiles=5)
+    net = build_network(cfg, (1, 1), 2)
+    assert isinstance(net, QuantileQNetwork) and net.quantile_values(torch.zeros(3, 1, 1)).shape == (3, 2, 5)
+    torch.testing.assert_close(net.taus, torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9]))
+    agent = DQNAgent(net, OptimizerConfig(name="adam", lr=1e-9), 2, True, "huber", torch.device("cpu"))
+    batch = Batch(
+        np.zeros((2, 1, 1), np.float32),
+        np.array([0, 1]),
+        np.array([1.0, 2.0], np.float32),
+        np.ones((2, 1, 1), np.float32),
+        np.array([0.9, 0.0], np.float32),
+        np.array([0, 1]),
+        np.ones(2, np.float32),
+    )
+    with torch.no_grad():
+        obs, next_obs = torch.zeros(2, 1, 1), torch.ones(2, 1, 1)
+        a_star = net(next_obs).argmax(dim=1)
+        next_theta = agent.target_network.quantile_values(next_obs)[torch.arange(2), a_star]
+        target = torch.tensor([1.0, 2.0])[:, None] + torch.tensor([0.9, 0.0])[:, None] * next_theta
+        theta = net.quantile_values(obs)[torch.arange(2), torch.tensor([0, 1])]
+        expected = quantile_huber_loss(theta, target, net.taus)
+    info = agent.update(batch)
+    assert info.loss_name == "qr_loss" and info.td_loss == pytest.approx(float(expected.mean()), rel=1e-5)
+    np.testing.assert_allclose(info.td_errors, expected.numpy(), rtol=1e-5)  # the PER priorities
+
+
+def test_qr_dqn_trains_and_evaluates_through_the_cli(tmp_path):
+    run = tmp_path / "run"
+    args = ["network.distributional=qr", "network.quantiles=16", "replay=prioritized", "network.dueling=true"]
+    proc = run_dqn("train", *TINY, *args, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["updates"] > 0
+    evaluated = run_dqn("eval", f"checkpoint={run}", "episodes=2", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert evaluated.returncode == 0 and last_json_line(evaluated.stdout)["episodes"] == 2, evaluated.stderr

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.core.networks import DistributionalQNetwork
+from dqn_cli.core.networks import DistributionalQNetwork, QuantileQNetwork
 
 if TYPE_CHECKING:  # the agent reads a Batch's fields only
     from dqn_cli.replay.storage import Batch
@@ -87,6 +87,19 @@ def categorical_projection(
     target.scatter_add_(1, upper, next_probs * (b - lower.float()))
     target.scatter_add_(1, lower, next_probs * (upper == lower).float())  # b on an atom: all of it there
     return target
+
+
+def quantile_huber_loss(theta: torch.Tensor, target: torch.Tensor, taus: torch.Tensor, kappa: float = 1.0):
+    """QR-DQN's loss per sample (Dabney et al. 2018, eq. 10), (B,).
+
+    theta: (B, N) predicted quantiles at ``taus`` (N,); target: (B, N') target samples.
+    sum_i mean_j |tau_i - 1{u_ij < 0}| * L_kappa(u_ij) / kappa, u_ij = target_j - theta_i,
+    L_kappa the Huber loss with threshold kappa.
+    """
+    u = target[:, None, :] - theta[:, :, None]  # (B, N, N')
+    huber = torch.where(u.abs() <= kappa, 0.5 * u.pow(2), kappa * (u.abs() - 0.5 * kappa))
+    weight = (taus[None, :, None] - (u.detach() < 0).float()).abs()
+    return (weight * huber / kappa).mean(dim=2).sum(dim=1)
 
 
 class EpsilonGreedy:
@@ -184,6 +197,8 @@ class DQNAgent:
 
         if isinstance(self.q_network, DistributionalQNetwork):
             elementwise, q, priorities = self._c51_loss(obs, actions, returns, next_obs, discounts)
+        elif isinstance(self.q_network, QuantileQNetwork):
+            elementwise, q, priorities = self._qr_loss(obs, actions, returns, next_obs, discounts)
         else:
             with torch.no_grad():  # s' needs no gradient: keep it out of the backward pass
                 next_q_target = self.target_network(next_obs)
@@ -206,8 +221,23 @@ class DQNAgent:
         self.optimizer.step()
 
         td_errors = priorities.float().cpu().numpy()
-        loss_name = "c51_loss" if isinstance(self.q_network, DistributionalQNetwork) else "td_loss"
+        loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
+            type(self.q_network), "td_loss"
+        )
         return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm), loss_name)
+
+    def _qr_loss(self, obs, actions, returns, next_obs, discounts):
+        """The quantile Huber loss of theta(s, a) against r + discount * theta'(s', a*) (B,), Q(s, a) (B,),
+        and the loss itself as PER priority. Under double Q the online mean picks a*."""
+        net, target_net = self.q_network, self.target_network
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        with torch.no_grad():
+            next_theta = target_net.quantile_values(next_obs)  # (B, A, N)
+            next_q = net(next_obs) if self.double_q else next_theta.mean(dim=-1)
+            target = returns[:, None] + discounts[:, None] * next_theta[rows, next_q.argmax(dim=1)]
+        theta = net.quantile_values(obs)[rows, actions]  # (B, N)
+        loss = quantile_huber_loss(theta, target, net.taus)
+        return loss, theta.detach().mean(dim=1), loss.detach()
 
     def _c51_loss(self, obs, actions, returns, next_obs, discounts):
         """Cross-entropy of Z(s, a) against the projected target (B,), Q(s, a) (B,), and the per-sample

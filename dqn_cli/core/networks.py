@@ -145,6 +145,23 @@ class DistributionalQNetwork(QNetwork):
         return (self.log_probs(obs).exp() * self.support).sum(dim=-1)
 
 
+class QuantileQNetwork(QNetwork):
+    """QR-DQN (Dabney et al. 2018): per action, N quantiles of the return at the midpoints
+    tau_i = (2i + 1) / 2N. ``forward(obs)`` gives their mean, the Q-values (B, A);
+    :meth:`quantile_values` gives (B, A, N)."""
+
+    def __init__(self, torso: nn.Module, head: nn.Module, n_actions: int, quantiles: int):
+        super().__init__(torso, head)
+        self.n_actions, self.quantiles = n_actions, quantiles
+        self.register_buffer("taus", (2 * torch.arange(quantiles, dtype=torch.float32) + 1) / (2 * quantiles))
+
+    def quantile_values(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.torso(obs)).view(-1, self.n_actions, self.quantiles)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.quantile_values(obs).mean(dim=-1)
+
+
 def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) -> QNetwork:
     """A Q-network for stacked observations of ``obs_shape`` = (frame_stack, *frame_shape)."""
     if cfg.name == "mlp":
@@ -159,13 +176,15 @@ def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) 
         torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
     else:
         raise ValueError(f"unknown network {cfg.name!r}")
-    atoms = cfg.atoms if cfg.distributional == "c51" else 1
+    atoms = {"c51": cfg.atoms, "qr": cfg.quantiles}.get(cfg.distributional, 1)
     head: nn.Module
     if cfg.dueling:
         head = DuelingHead(torso.out_dim, n_actions, cfg.dueling_aggregator, atoms)
     else:
         head = nn.Linear(torso.out_dim, n_actions * atoms)
-    if atoms > 1:
+    if cfg.distributional == "c51":
         support = torch.linspace(cfg.v_min, cfg.v_max, atoms, dtype=torch.float32)
         return DistributionalQNetwork(torso, head, n_actions, support)
+    if cfg.distributional == "qr":
+        return QuantileQNetwork(torso, head, n_actions, atoms)
     return QNetwork(torso, head)
