@@ -68,6 +68,8 @@ class NetworkConfig:
     distributional: str = "none"
     atoms: int = 51
     quantiles: int = 200  # qr: the loss is pairwise, batch x quantiles**2
+    noisy: bool = False  # NoisyNet (Fortunato et al. 2018): factorised Gaussian NoisyLinear for every linear layer
+    noisy_std: float = 0.5  # sigma_0; evaluation uses the mean weights
     v_min: float = -10.0  # the support's ends, in units of discounted return
     v_max: float = 10.0
 
@@ -273,6 +275,7 @@ def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
     )
     _check(n.atoms >= 2, f"network.atoms must be >= 2, got {n.atoms}")
     _check(n.quantiles >= 1, f"network.quantiles must be >= 1, got {n.quantiles}")
+    _check(n.noisy_std > 0, f"network.noisy_std must be > 0, got {n.noisy_std}")
     _check(n.v_min < n.v_max, f"network.v_min must be < network.v_max, got [{n.v_min}, {n.v_max}]")
     fits = NETWORKS_FOR[e.kind]
     _check(

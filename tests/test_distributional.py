@@ -209,3 +209,16 @@ def test_qr_dqn_trains_and_evaluates_through_the_cli(tmp_path):
     assert json.loads((run / "summary.json").read_text())["updates"] > 0
     evaluated = run_dqn("eval", f"checkpoint={run}", "episodes=2", f"hydra.run.dir={tmp_path / 'eval'}")
     assert evaluated.returncode == 0 and last_json_line(evaluated.stdout)["episodes"] == 2, evaluated.stderr
+
+
+def test_noisy_nets_train_without_epsilon_and_evaluate_with_the_mean_weights(tmp_path):
+    run = tmp_path / "run"
+    args = ["network.noisy=true", "schedule.epsilon_start=0", "schedule.epsilon_end=0", "network.distributional=c51"]
+    proc = run_dqn("train", *TINY, *args, f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    returns = []
+    for k in range(2):  # the mean weights: the same seed plays the same episodes
+        ev = run_dqn("eval", f"checkpoint={run}", "episodes=3", "seed=5", f"hydra.run.dir={tmp_path / str(k)}")
+        assert ev.returncode == 0, ev.stderr
+        returns.append(last_json_line(ev.stdout)["returns"])
+    assert returns[0] == returns[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,55 @@ def test_every_allowed_network_and_activation_builds():
         assert net(torch.zeros(2, *shapes[name])).shape == (2, 3)
     for name, layer in ACTIVATIONS.items():
         assert type(activation_layer(name)).__name__ == layer
+
+
+def test_noisy_linear_is_factorised_gaussian_and_its_mean_in_eval_mode():
+    from dqn_cli.core.networks import NoisyLinear
+
+    torch.manual_seed(0)
+    layer = NoisyLinear(9, 4, std_init=0.5)
+    assert torch.all(layer.weight_sigma == 0.5 / 3) and torch.all(layer.weight_mu.abs() <= 1 / 3)
+    assert torch.linalg.matrix_rank(layer.weight_epsilon) == 1  # eps_w = f(eps_out) f(eps_in)^T
+    torch.testing.assert_close(
+        layer.weight_epsilon[:, 0] / layer.weight_epsilon[0, 0], layer.bias_epsilon / layer.bias_epsilon[0]
+    )
+    x = torch.randn(5, 9)
+    noisy = layer(x)
+    layer.reset_noise()
+    assert not torch.allclose(noisy, layer(x))  # new noise, new output
+    layer.eval()
+    torch.testing.assert_close(layer(x), x @ layer.weight_mu.T + layer.bias_mu)  # the mean weights
+    assert "weight_epsilon" not in layer.state_dict()  # noise is drawn again, never saved
+
+
+def test_noisy_network_replaces_every_linear_layer_and_the_agent_resamples_its_noise():
+    from dqn_cli.config import OptimizerConfig
+    from dqn_cli.core.agent import DQNAgent
+    from dqn_cli.core.networks import NoisyLinear
+    from dqn_cli.replay.storage import Batch
+
+    for cfg, shape in (
+        (NetworkConfig(name="mlp", hidden_sizes=[8, 8], dueling=True, noisy=True), (1, 4)),
+        (NetworkConfig(name="minatar_cnn", cnn_hidden=8, noisy=True, distributional="c51", atoms=5), (1, 4, 10, 10)),
+    ):
+        net = build_network(cfg, shape, 3)
+        assert not [m for m in net.modules() if type(m) is torch.nn.Linear]
+        assert len([m for m in net.modules() if isinstance(m, NoisyLinear)]) >= 2
+    net = build_network(NetworkConfig(name="mlp", hidden_sizes=[8], noisy=True), (1, 4), 2)
+    agent = DQNAgent(net, OptimizerConfig(name="adam", lr=1e-3), 2, True, "huber", torch.device("cpu"))
+    obs = np.random.default_rng(0).normal(size=(64, 1, 4)).astype(np.float32)
+    agent.act(obs, 0.0)
+    eps_before = net.head.weight_epsilon.clone()
+    agent.act(obs, 0.0)
+    assert not torch.equal(net.head.weight_epsilon, eps_before)  # new noise at every acting step
+    batch = Batch(
+        obs[:8],
+        np.zeros(8, np.int64),
+        np.ones(8, np.float32),
+        obs[8:16],
+        np.full(8, 0.9, np.float32),
+        np.arange(8),
+        np.ones(8, np.float32),
+    )
+    agent.update(batch)
+    assert not torch.equal(net.head.weight_epsilon, agent.target_network.head.weight_epsilon)  # independent noise

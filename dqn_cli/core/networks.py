@@ -10,7 +10,7 @@ Output: Q-values, float32 ``(B, n_actions)``.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,17 +23,66 @@ def activation_layer(name: str) -> nn.Module:
     return getattr(nn, ACTIVATIONS[name])()
 
 
+class NoisyLinear(nn.Module):
+    """Fortunato et al. 2018 (NoisyNet), factorised Gaussian noise:
+    y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b, with eps_w = f(eps_out) f(eps_in)^T,
+    eps_b = f(eps_out), f(x) = sgn(x) sqrt(|x|). mu ~ U(-1/sqrt(p), 1/sqrt(p)), sigma = sigma_0 / sqrt(p)
+    for p inputs. :meth:`reset_noise` draws new eps (torch's global generator); in eval mode the
+    layer uses the mean weights only."""
+
+    def __init__(self, in_features: int, out_features: int, std_init: float = 0.5):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = in_features**-0.5
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), std_init * bound))
+        self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.bias_sigma = nn.Parameter(torch.full((out_features,), std_init * bound))
+        # the noise is not part of a checkpoint: it is drawn again before every use
+        self.register_buffer("weight_epsilon", torch.zeros(out_features, in_features), persistent=False)
+        self.register_buffer("bias_epsilon", torch.zeros(out_features), persistent=False)
+        self.reset_noise()
+
+    @torch.no_grad()
+    def reset_noise(self) -> None:
+        def f(n: int) -> torch.Tensor:
+            x = torch.randn(n, device=self.weight_mu.device)
+            return x.sign() * x.abs().sqrt()
+
+        eps_in, eps_out = f(self.in_features), f(self.out_features)
+        self.weight_epsilon.copy_(torch.outer(eps_out, eps_in))
+        self.bias_epsilon.copy_(eps_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return nn.functional.linear(x, self.weight_mu, self.bias_mu)
+        weight = self.weight_mu + self.weight_sigma * self.weight_epsilon
+        return nn.functional.linear(x, weight, self.bias_mu + self.bias_sigma * self.bias_epsilon)
+
+
+Linear = Callable[[int, int], nn.Module]  # nn.Linear, or NoisyLinear for network.noisy
+
+
+def reset_noise(module: nn.Module) -> None:
+    """New noise in every NoisyLinear layer of ``module`` (none without network.noisy)."""
+    for m in module.modules():
+        if isinstance(m, NoisyLinear):
+            m.reset_noise()
+
+
 class MLPTorso(nn.Module):
     """Flatten the stacked observation, then Linear+activation layers."""
 
-    def __init__(self, obs_shape: Sequence[int], hidden_sizes: Sequence[int], activation: str):
+    def __init__(
+        self, obs_shape: Sequence[int], hidden_sizes: Sequence[int], activation: str, linear: Linear = nn.Linear
+    ):
         super().__init__()
         in_dim = 1
         for d in obs_shape:
             in_dim *= int(d)
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden_sizes:
-            layers += [nn.Linear(in_dim, width), activation_layer(activation)]
+            layers += [linear(in_dim, width), activation_layer(activation)]
             in_dim = width
         self.body = nn.Sequential(*layers)
         self.out_dim = in_dim
@@ -48,7 +97,7 @@ class NatureCNNTorso(nn.Module):
     ``obs``: uint8 ``(B, C, H, W)``, divided by 255 on the device.
     """
 
-    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str):
+    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str, linear: Linear = nn.Linear):
         super().__init__()
 
         act = functools.partial(activation_layer, activation)
@@ -64,7 +113,7 @@ class NatureCNNTorso(nn.Module):
         )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, c, h, w)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(flat, hidden), act())
+        self.fc = nn.Sequential(linear(flat, hidden), act())
         self.out_dim = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -78,13 +127,13 @@ class MinAtarCNNTorso(nn.Module):
     channels are the conv's input channels (S = 1 in the MinAtar preset).
     """
 
-    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str):
+    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str, linear: Linear = nn.Linear):
         super().__init__()
 
         act = functools.partial(activation_layer, activation)
         s, c, h, w = (int(d) for d in obs_shape)
         self.conv = nn.Sequential(nn.Conv2d(s * c, 16, 3, stride=1), act(), nn.Flatten())
-        self.fc = nn.Sequential(nn.Linear(16 * (h - 2) * (w - 2), hidden), act())
+        self.fc = nn.Sequential(linear(16 * (h - 2) * (w - 2), hidden), act())
         self.out_dim = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -98,10 +147,12 @@ class DuelingHead(nn.Module):
     2018): the output is (B, A, atoms) logits, aggregated over the actions; else (B, A).
     """
 
-    def __init__(self, in_dim: int, n_actions: int, aggregator: str = "mean", atoms: int = 1):
+    def __init__(
+        self, in_dim: int, n_actions: int, aggregator: str = "mean", atoms: int = 1, linear: Linear = nn.Linear
+    ):
         super().__init__()
-        self.value = nn.Linear(in_dim, atoms)
-        self.advantage = nn.Linear(in_dim, n_actions * atoms)
+        self.value = linear(in_dim, atoms)
+        self.advantage = linear(in_dim, n_actions * atoms)
         self.aggregator = aggregator
         self.n_actions, self.atoms = n_actions, atoms
 
@@ -164,24 +215,25 @@ class QuantileQNetwork(QNetwork):
 
 def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) -> QNetwork:
     """A Q-network for stacked observations of ``obs_shape`` = (frame_stack, *frame_shape)."""
+    linear: Linear = functools.partial(NoisyLinear, std_init=cfg.noisy_std) if cfg.noisy else nn.Linear
     if cfg.name == "mlp":
-        torso: nn.Module = MLPTorso(obs_shape, cfg.hidden_sizes, cfg.activation)
+        torso: nn.Module = MLPTorso(obs_shape, cfg.hidden_sizes, cfg.activation, linear)
     elif cfg.name == "nature_cnn":
         if len(obs_shape) != 3:
             raise ValueError(f"nature_cnn needs (C, H, W) observations, got shape {tuple(obs_shape)}")
-        torso = NatureCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
+        torso = NatureCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation, linear)
     elif cfg.name == "minatar_cnn":
         if len(obs_shape) != 4:
             raise ValueError(f"minatar_cnn needs (S, C, H, W) observations, got shape {tuple(obs_shape)}")
-        torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation)
+        torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation, linear)
     else:
         raise ValueError(f"unknown network {cfg.name!r}")
     atoms = {"c51": cfg.atoms, "qr": cfg.quantiles}.get(cfg.distributional, 1)
     head: nn.Module
     if cfg.dueling:
-        head = DuelingHead(torso.out_dim, n_actions, cfg.dueling_aggregator, atoms)
+        head = DuelingHead(torso.out_dim, n_actions, cfg.dueling_aggregator, atoms, linear)
     else:
-        head = nn.Linear(torso.out_dim, n_actions * atoms)
+        head = linear(torso.out_dim, n_actions * atoms)
     if cfg.distributional == "c51":
         support = torch.linspace(cfg.v_min, cfg.v_max, atoms, dtype=torch.float32)
         return DistributionalQNetwork(torso, head, n_actions, support)
