@@ -33,6 +33,18 @@ TINY = [
     "progress=log",
 ]
 
+# the TensorBoard scalars every training run logs
+TRAINING_TAGS = [
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "losses/td_loss",
+    "losses/q_values",
+    "charts/epsilon",
+    "eval/mean_return",
+    "perf/env_steps_per_second",
+    "perf/updates_per_second",
+]
+
 # deterministic CPU training: one thread, explicit device, replay saved beside the checkpoints
 # The split runs start with total_steps=200 and resume to 400: the learning rate's annealing horizon is
 # fixed when a run starts (like replay.beta_steps), so it is pinned to the full budget for both.

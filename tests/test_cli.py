@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY, last_json_line, run_dqn
+from helpers import TINY, TRAINING_TAGS, last_json_line, run_dqn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SUMMARY_KEYS = {
@@ -56,16 +56,7 @@ def test_checkpoint_reads_back_with_weights_only(trained_run):
 
 def test_tensorboard_has_the_training_curves_against_env_steps(trained_run):
     tags = scalars(trained_run / "tb")
-    for tag in (
-        "charts/episodic_return",
-        "charts/episodic_length",
-        "losses/td_loss",
-        "losses/q_values",
-        "charts/epsilon",
-        "eval/mean_return",
-        "perf/env_steps_per_second",
-        "perf/updates_per_second",
-    ):
+    for tag in TRAINING_TAGS:
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
     assert [s for s, _ in tags["eval/mean_return"]] == [200, 400]
     eps = dict(tags["charts/epsilon"])

@@ -10,23 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY, run_dqn
+from helpers import TINY, TRAINING_TAGS, run_dqn
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dqn_cli.run.metrics import HPARAM_METRICS, RunLogger, encode_gif, flatten_config
 
-TAGS = [
-    "charts/episodic_return",
-    "charts/episodic_length",
-    "losses/td_loss",
-    "losses/q_values",
-    "charts/epsilon",
-    "eval/mean_return",
-    "perf/env_steps_per_second",
-    "perf/updates_per_second",
-]
+TAGS = TRAINING_TAGS
 PER_TAGS = ["per/beta", "per/mean_importance_weight"]
 TOTAL_STEPS = 400  # TINY's budget
 

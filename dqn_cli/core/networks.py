@@ -1,10 +1,11 @@
-"""Q-networks: a torso (MLP, Nature CNN or MinAtar CNN) and a head (plain or dueling).
+"""Q-networks: a torso (MLP, Nature CNN or MinAtar CNN) and a head (plain or dueling), with
+expected Q-values, C51's categorical or QR-DQN's quantile returns, and optional noisy layers.
 
 Input ``obs``: the stacked observation as stored in replay, shape
 ``(B, frame_stack, *frame_shape)``; float32 for classic envs, uint8 frames
 ``(B, 4, 84, 84)`` for Atari (scaled to [0, 1] here, on the device), uint8
 0/1 frames ``(B, 1, C, 10, 10)`` for MinAtar.
-Output: Q-values, float32 ``(B, n_actions)``.
+Output of ``forward``: Q-values, float32 ``(B, n_actions)`` (a distribution's mean).
 """
 
 from __future__ import annotations
