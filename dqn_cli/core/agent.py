@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.core.networks import DistributionalQNetwork, QuantileQNetwork, reset_noise
+from dqn_cli.core.networks import DistributionalQNetwork, QuantileQNetwork, noisy_layers
 
 if TYPE_CHECKING:  # the agent reads a Batch's fields only
     from dqn_cli.replay.storage import Batch
@@ -166,6 +166,7 @@ class DQNAgent:
         self.loss = loss
         self.device = device
         self.policy = EpsilonGreedy(n_actions, seed)
+        self.online_noise, self.target_noise = noisy_layers(q_network), noisy_layers(self.target_network)
         self.non_blocking = device.type == "cuda"
 
     # ------------------------------------------------------------------ acting
@@ -179,7 +180,8 @@ class DQNAgent:
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of envs, int64 (E,); obs: (E, S, *frame_shape)."""
-        reset_noise(self.q_network)  # NoisyNet: new noise for every acting step
+        for layer in self.online_noise:  # NoisyNet: new noise for every acting step
+            layer.reset_noise()
         return self.policy(lambda: self.q_network(self.to_device(obs)), obs.shape[0], epsilon)
 
     # ---------------------------------------------------------------- learning
@@ -195,8 +197,8 @@ class DQNAgent:
         returns = self.to_device(batch.returns)
         discounts = self.to_device(batch.discounts)
         weights = self.to_device(batch.weights)
-        reset_noise(self.q_network)  # NoisyNet: new noise for every update, independently for the two networks
-        reset_noise(self.target_network)
+        for layer in self.online_noise + self.target_noise:  # NoisyNet: new noise for every update, per network
+            layer.reset_noise()
 
         if isinstance(self.q_network, DistributionalQNetwork):
             elementwise, q, priorities = self._c51_loss(obs, actions, returns, next_obs, discounts)

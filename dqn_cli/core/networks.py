@@ -64,11 +64,9 @@ class NoisyLinear(nn.Module):
 Linear = Callable[[int, int], nn.Module]  # nn.Linear, or NoisyLinear for network.noisy
 
 
-def reset_noise(module: nn.Module) -> None:
-    """New noise in every NoisyLinear layer of ``module`` (none without network.noisy)."""
-    for m in module.modules():
-        if isinstance(m, NoisyLinear):
-            m.reset_noise()
+def noisy_layers(module: nn.Module) -> list[NoisyLinear]:
+    """The NoisyLinear layers of ``module`` (none without network.noisy)."""
+    return [m for m in module.modules() if isinstance(m, NoisyLinear)]
 
 
 class MLPTorso(nn.Module):
