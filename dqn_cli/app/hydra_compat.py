@@ -34,12 +34,11 @@ def int_keys(schema) -> set[str]:
     import typing
 
     keys = set()
-    for f in dataclasses.fields(schema):
-        hint = typing.get_type_hints(schema)[f.name]
+    for name, hint in typing.get_type_hints(schema).items():  # resolved once per schema, not per field
         if dataclasses.is_dataclass(hint):
-            keys |= {f"{f.name}.{k}" for k in int_keys(hint)}
+            keys |= {f"{name}.{k}" for k in int_keys(hint)}
         elif hint is int or hint == typing.Optional[int]:
-            keys.add(f.name)
+            keys.add(name)
     return keys
 
 
