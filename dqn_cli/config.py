@@ -135,6 +135,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    algo: str = "dqn"  # the algo preset the run was composed with (configs/algo/); its switches are the keys below
     seed: int = 1
     total_steps: int = 50_000  # env steps summed over all envs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -208,6 +209,7 @@ ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "gelu": "GELU", "si
 ENV_KINDS = ("classic", "atari", "minatar")
 DISTRIBUTIONAL = ("none", "c51", "qr")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
+ALGOS = ("dqn", "c51", "qr_dqn", "rainbow", "nature_dqn")  # configs/algo/*.yaml
 NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind
 
 
@@ -350,6 +352,7 @@ def _check_optimizer(o: OptimizerConfig, total_steps: int) -> None:
 
 def _check_training(cfg: TrainConfig) -> None:
     """The top-level keys."""
+    _check(cfg.algo in ALGOS, f"algo must be one of {', '.join(ALGOS)}, got {cfg.algo!r}")
     _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
     _check(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
     _check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")

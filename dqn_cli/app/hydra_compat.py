@@ -109,7 +109,7 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf.errors import ValidationError
 
     plain = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
@@ -133,6 +133,11 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
         try:
             with initialize_config_dir(config_dir, version_base="1.3"):
                 compose(config_name, overrides=overrides)
+        except MissingConfigException as err:  # algo=foo: Hydra's message spans a dozen lines
+            group, _, option = (err.missing_cfg_file or "").rpartition("/")
+            if not err.options or not group:
+                return None
+            return f"{group}={option}: no such option; choose one of {', '.join(err.options)}"
         except ConfigCompositionException as err:
             cause = err.__cause__
             if isinstance(cause, ValidationError):

@@ -97,9 +97,11 @@ def quantile_huber_loss(theta: torch.Tensor, target: torch.Tensor, taus: torch.T
     L_kappa the Huber loss with threshold kappa.
     """
     u = target[:, None, :] - theta[:, :, None]  # (B, N, N')
-    huber = torch.where(u.abs() <= kappa, 0.5 * u.pow(2), kappa * (u.abs() - 0.5 * kappa))
-    weight = (taus[None, :, None] - (u.detach() < 0).float()).abs()
-    return (weight * huber / kappa).mean(dim=2).sum(dim=1)
+    # torch's fused Huber kernel: B x N x N' elements make this the update's largest tensor
+    huber = F.huber_loss(u, torch.zeros((), dtype=u.dtype, device=u.device).expand_as(u), reduction="none", delta=kappa)
+    tau = taus[None, :, None]
+    weight = torch.where(u.detach() < 0, 1.0 - tau, tau)  # |tau - 1{u < 0}|
+    return (weight * huber).mean(dim=2).sum(dim=1) / kappa
 
 
 class EpsilonGreedy:

@@ -103,7 +103,17 @@ def save_config(run_dir: Path, cfg: TrainConfig) -> None:
 # what must agree between the run's config and its checkpoint for the weights and replay to fit
 _IDENTITY = {
     "env": ("kind", "id", "game", "num_envs", "frame_stack", "screen_size"),
-    "network": ("name", "hidden_sizes", "activation", "dueling", "cnn_hidden"),
+    "network": (
+        "name",
+        "hidden_sizes",
+        "activation",
+        "dueling",
+        "cnn_hidden",
+        "distributional",
+        "atoms",
+        "quantiles",
+        "noisy",
+    ),
     "replay": ("name", "capacity"),
 }
 

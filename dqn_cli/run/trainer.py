@@ -276,6 +276,7 @@ def summarize(run: Run) -> dict:
         "objective_is": "final_eval_mean_return" if evaluated else "train_last100_mean_return",
         "replay_bytes_per_transition": round(run.replay.bytes_per_transition, 1),
         "env": run.spec.label,
+        "algo": cfg.algo,
         "seed": cfg.seed,
     }
 
