@@ -61,3 +61,21 @@ def test_bad_paths_get_one_line(tmp_path):
     assert proc.returncode == 2 and "no runs in it" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_dqn("plot", str(tmp_path / "empty"), "--reference", "oops", cwd=tmp_path)
     assert proc.returncode == 2 and "ENV=VALUE" in proc.stderr
+
+
+def test_a_run_saved_before_a_key_existed_groups_with_one_at_its_default(tmp_path):
+    """Committed results outlive the schema: a config without network.noisy or algo reads as their
+    defaults, so it is one configuration with a newer run that has them; a real difference still splits."""
+    from dqn_cli.app.plot import group_runs, read_run
+    from dqn_cli.config import TrainConfig, to_dict
+
+    new = to_dict(TrainConfig())
+    old = {**new, "network": {k: v for k, v in new["network"].items() if k not in ("noisy", "atoms")}}
+    old.pop("algo")
+    other = {**new, "algo": "rainbow"}
+    for name, config in (("old", old), ("new", new), ("other", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+    groups = group_runs([read_run(tmp_path / n) for n in ("old", "new", "other")])
+    assert sorted(len(g.runs) for g in groups) == [1, 2]
+    assert {g.label for g in groups if len(g.runs) == 1} == {"algo=rainbow"}

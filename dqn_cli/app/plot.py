@@ -93,8 +93,22 @@ def _config(run_dir: Path) -> dict:
         if candidate.is_file():
             data = yaml.safe_load(candidate.read_text()) or {}
             data.pop("hydra", None)
-            return data
+            return _with_defaults(data)
     return {}
+
+
+def _with_defaults(config: dict) -> dict:
+    """The config with the schema's defaults for the keys it lacks: a run saved before a key
+    existed (network.noisy, algo) is one configuration with a newer run at that key's default.
+    A config the schema does not take (other keys, other types) is kept as it is."""
+    from omegaconf import OmegaConf
+
+    from dqn_cli.config import TrainConfig
+
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(TrainConfig), config))
+    except Exception:
+        return config
 
 
 def _ignored(key: str) -> bool:
