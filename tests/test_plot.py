@@ -72,10 +72,10 @@ def test_a_run_saved_before_a_key_existed_groups_with_one_at_its_default(tmp_pat
     new = to_dict(TrainConfig())
     old = {**new, "network": {k: v for k, v in new["network"].items() if k not in ("noisy", "atoms")}}
     old.pop("algo")
-    other = {**new, "algo": "rainbow"}
+    other = {**new, "algo": "rainbow", "network": {**new["network"], "noisy": True}}
     for name, config in (("old", old), ("new", new), ("other", other)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
     groups = group_runs([read_run(tmp_path / n) for n in ("old", "new", "other")])
     assert sorted(len(g.runs) for g in groups) == [1, 2]
-    assert {g.label for g in groups if len(g.runs) == 1} == {"algo=rainbow"}
+    assert {g.label for g in groups} == {"algo=dqn", "algo=rainbow"}  # not the keys rainbow switches

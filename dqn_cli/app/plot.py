@@ -216,9 +216,15 @@ def group_runs(runs: list[Run]) -> list[Group]:
     for env in {g.env for g in groups}:  # label each group by the keys that tell it from its panel's others
         same_env = [g for g in groups if g.env == env]
         keys = sorted({k for g in same_env for k in g.runs[0].config})
-        differing = [k for k in keys if len({g.runs[0].config.get(k) for g in same_env}) > 1]
         for g in same_env:
+            # an algo names its switches: beside it, only what differs among the groups of the same algo
+            algo = g.runs[0].config.get("algo")
+            between = [h for h in same_env if h.runs[0].config.get("algo") == algo]
+            algo_differs = len({h.runs[0].config.get("algo") for h in same_env}) > 1
+            differing = [k for k in keys if len({h.runs[0].config.get(k) for h in between}) > 1]
             parts = [f"{k}={json.loads(g.runs[0].config[k]) if k in g.runs[0].config else '-'}" for k in differing]
+            if algo_differs:
+                parts.insert(0, f"algo={json.loads(algo)}")
             g.label = ", ".join(parts) if parts else env
     return sorted(groups, key=lambda g: (g.env, g.label))
 
