@@ -258,11 +258,17 @@ def test_bad_input_into_an_existing_run_dir_changes_nothing(trained_run, tmp_pat
 
 
 def test_unknown_key_and_group_option_fail_cleanly():
-    """Exit 1 with Hydra's own message, which names what exists (as the README says)."""
-    for override, needle in (("no_such_key=1", "no_such_key"), ("network=transformer", "Available options")):
+    """Exit 2 with one line naming what exists: the close key, or the group's options."""
+    for override, line in (
+        ("network.hiden_sizes=[3]", "network.hiden_sizes: no such key; did you mean network.hidden_sizes?"),
+        ("optimizer.lrr=1", "optimizer.lrr: no such key; did you mean optimizer.lr?"),
+        ("network=transformer", "network=transformer: no such option; choose one of minatar_cnn, mlp, nature_cnn"),
+    ):
         proc = run_dqn("train", override)
-        assert proc.returncode == 1, (override, proc.stderr)
-        assert "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr
+        assert proc.returncode == 2, (override, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 and line in proc.stderr, proc.stderr
+    proc = run_dqn("train", "no_such_key=1")
+    assert proc.returncode == 2 and "no_such_key: no such key; TrainConfig has env, network," in proc.stderr
 
 
 def test_bench_bad_argument_is_one_line():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 MODE_FLAGS = {"--multirun": "-m", "--cfg": "-c", "--info": "-i", "--shell-completion": "-sc"}
@@ -110,9 +111,17 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException, MissingConfigException
-    from omegaconf.errors import ValidationError
+    from omegaconf.errors import ConfigAttributeError, ValidationError
 
-    plain = [a for a in args if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    value_of_flag = {"-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+    plain = [
+        a
+        for previous, a in zip(["", *args], args)
+        if "=" in a
+        and not a.startswith("-")
+        and not a.lstrip("+~").startswith("hydra")
+        and previous not in value_of_flag
+    ]
     try:
         parsed = OverridesParser.create().parse_overrides(plain)
     except Exception:  # a syntax error: Hydra's message says where
@@ -140,6 +149,8 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
             return f"{group}={option}: no such option; choose one of {', '.join(err.options)}"
         except ConfigCompositionException as err:
             cause = err.__cause__
+            if isinstance(cause, ConfigAttributeError) and cause.full_key and is_dataclass(cause.object_type):
+                return unknown_key(cause.full_key, cause.object_type)
             if isinstance(cause, ValidationError):
                 reason = str(cause).strip().splitlines()[0]
                 return f"{cause.full_key}={cause.value}: {reason}" if cause.full_key else reason
@@ -147,6 +158,22 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
         except Exception:
             return None
     return None
+
+
+def unknown_key(full_key: str, schema: type) -> str:
+    """``"network.hiden_sizes: no such key; did you mean network.hidden_sizes? ..."`` for a key
+    that ``schema`` (the dataclass holding it) does not have."""
+    import difflib
+
+    parent, _, key = full_key.rpartition(".")
+    names = [f.name for f in fields(schema)]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = (
+        f"did you mean {'.'.join(filter(None, (parent, close[0])))}?"
+        if close
+        else (f"{schema.__name__} has {', '.join(names)}")
+    )
+    return f"{full_key}: no such key; {hint} (dqn train --cfg job shows every key)"
 
 
 def record_run_config(run_dir: Path, hc, config) -> None:
