@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install dev train test lint bench clean
+.PHONY: install dev train test test-slurm lint bench clean
 
 # setuptools warns on every editable install of a package-dir layout that a folder named like the
 # package may shadow it; that is this repository's layout on purpose, so the install stays quiet.
@@ -38,6 +38,12 @@ train: install
 
 test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# Sweeps on a real single-node SLURM 22.05 started on this machine (root: installs slurm-wlm,
+# munge, slurmdbd and mariadb-server with apt where missing), stopped again afterwards.
+test-slurm: dev
+	scripts/slurm_local.sh start
+	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py $(ARGS); rc=$$?; scripts/slurm_local.sh stop; exit $$rc
 
 lint: dev
 	$(BIN)/ruff check .

@@ -45,12 +45,16 @@ pid_of() { # the PID a daemon wrote, if that process still runs
   return 0
 }
 
-wait_for() { # wait_for SECONDS WHAT COMMAND...
+wait_for() { # wait_for SECONDS WHAT COMMAND... (a program, or a function of this script that times out itself)
   local seconds=$1 what=$2
   shift 2
   local deadline=$((SECONDS + seconds))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    if timeout 10 "$@" >/dev/null 2>&1; then return 0; fi
+    if [ "$(type -t "$1")" = function ]; then
+      "$@" >/dev/null 2>&1 && return 0
+    elif timeout 10 "$@" >/dev/null 2>&1; then
+      return 0
+    fi
     sleep 0.5
   done
   die "$what did not come up in ${seconds}s (logs: $DIR/log/)"
@@ -120,10 +124,19 @@ EOF
   fi
 }
 
-mysql_cli() { mariadb --no-defaults --socket="$DIR/run/mysql.sock" -uroot "$@"; }
+mysql_cli() { timeout 10 mariadb --no-defaults --connect-timeout=5 --socket="$DIR/run/mysql.sock" -uroot "$@"; }
 
 start_mariadb() {
-  [ -n "$(pid_of mariadb)" ] && return
+  if [ -z "$(pid_of mariadb)" ]; then
+    init_and_run_mariadb
+  fi
+  wait_for 180 MariaDB mysql_cli -e "SELECT 1"
+  # every start, so a start cut off before this line is mended by the next one
+  mysql_cli -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
+}
+
+init_and_run_mariadb() {
   if [ ! -d "$DIR/mysql/mysql" ]; then
     mariadb-install-db --no-defaults --datadir="$DIR/mysql" --user=root --auth-root-authentication-method=socket \
       >"$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed (see $DIR/log/mariadb-install.log)"
@@ -131,9 +144,6 @@ start_mariadb() {
   mariadbd --no-defaults --datadir="$DIR/mysql" --user=root --socket="$DIR/run/mysql.sock" \
     --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve --innodb-lock-wait-timeout=900 --pid-file="$DIR/run/mariadb.pid" \
     --log-error="$DIR/log/mariadb.log" >/dev/null 2>&1 &
-  wait_for 60 MariaDB mysql_cli -e "SELECT 1"
-  mysql_cli -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
-    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;"
 }
 
 start() {
@@ -153,11 +163,12 @@ start() {
   [ -n "$(pid_of slurmctld)" ] || slurmctld
   wait_for 60 slurmctld scontrol ping
   [ -n "$(pid_of slurmd)" ] || slurmd
-  wait_for 60 "the node $NODE (idle)" node_idle
+  wait_for 120 "the node $NODE (idle)" node_up
   log "up: partition debug, node $NODE ($(nproc) CPUs); clients need: export SLURM_CONF=$SLURM_CONF"
 }
 
-node_idle() { sinfo -h -n "$NODE" -o %t | grep -qx idle; }
+# up: idle, or running jobs (mix, alloc) when start is called on a cluster that is already up
+node_up() { timeout 10 sinfo -h -n "$NODE" -o %t | grep -Eq '^(idle|mix|alloc)'; }
 
 stop() {
   local pid
