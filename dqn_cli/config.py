@@ -72,6 +72,9 @@ class NetworkConfig:
     noisy_std: float = 0.5  # sigma_0; evaluation uses the mean weights
     v_min: float = -10.0  # the support's ends, in units of discounted return
     v_max: float = 10.0
+    # none | layer: LayerNorm after every hidden layer, before its activation (Ba et al. 2016;
+    # PQN's, Gallici et al. 2025, which needs no target network with it)
+    norm: str = "none"
 
 
 @dataclass
@@ -111,6 +114,17 @@ class OptimizerConfig:
 
 
 @dataclass
+class PQNConfig:
+    """algo=pqn (Gallici et al. 2025): no replay buffer, no target network; each rollout of
+    env.num_envs x rollout_steps transitions trains for `epochs` passes in `minibatches` minibatches."""
+
+    rollout_steps: int = 32  # vector steps per rollout (per env)
+    epochs: int = 2  # passes over each rollout
+    minibatches: int = 32  # minibatches per pass; each holds num_envs * rollout_steps / minibatches transitions
+    q_lambda: float = 0.65  # lambda of the Q(lambda) returns
+
+
+@dataclass
 class EvalConfig:
     every: int = 10_000  # env steps between evaluations during training; 0 = only at the end
     episodes: int = 10  # episodes per evaluation
@@ -135,6 +149,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    pqn: PQNConfig = field(default_factory=PQNConfig)  # read by algo=pqn only
     algo: str = "dqn"  # the algo preset the run was composed with (configs/algo/); its switches are the keys below
     seed: int = 1
     total_steps: int = 50_000  # env steps summed over all envs
@@ -209,7 +224,8 @@ ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "gelu": "GELU", "si
 ENV_KINDS = ("classic", "atari", "minatar")
 DISTRIBUTIONAL = ("none", "c51", "qr")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
-ALGOS = ("dqn", "c51", "qr_dqn", "rainbow", "nature_dqn")  # configs/algo/*.yaml
+ALGOS = ("dqn", "c51", "qr_dqn", "rainbow", "nature_dqn", "pqn")  # configs/algo/*.yaml
+OPTIMIZERS = ("adam", "adamw", "radam", "rmsprop")
 NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind
 
 
@@ -225,6 +241,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_schedule(cfg.schedule)
     _check_optimizer(cfg.optimizer, cfg.total_steps)
     _check_training(cfg)
+    if cfg.algo == "pqn":
+        _check_pqn(cfg)
     _check_eval(cfg.eval)
     _check_checkpoint(cfg.checkpoint)
     check_device(cfg.device)
@@ -279,6 +297,7 @@ def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
     _check(n.quantiles >= 1, f"network.quantiles must be >= 1, got {n.quantiles}")
     _check(n.noisy_std > 0, f"network.noisy_std must be > 0, got {n.noisy_std}")
     _check(n.v_min < n.v_max, f"network.v_min must be < network.v_max, got [{n.v_min}, {n.v_max}]")
+    _check(n.norm in ("none", "layer"), f"network.norm must be none or layer, got {n.norm!r}")
     fits = NETWORKS_FOR[e.kind]
     _check(
         n.name in fits,
@@ -333,7 +352,7 @@ def _check_schedule(s: ScheduleConfig) -> None:
 
 
 def _check_optimizer(o: OptimizerConfig, total_steps: int) -> None:
-    _check(o.name in ("adam", "adamw", "rmsprop"), f"optimizer must be adam, adamw or rmsprop, got {o.name!r}")
+    _check(o.name in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {o.name!r}")
     _check(o.lr > 0, f"optimizer.lr must be > 0, got {o.lr}")
     _check(o.lr_end is None or o.lr_end >= 0, f"optimizer.lr_end must be >= 0 or null, got {o.lr_end}")
     _check(
@@ -371,6 +390,24 @@ def _check_training(cfg: TrainConfig) -> None:
         cfg.progress in ("auto", "bar", "log", "off"), f"progress must be auto, bar, log or off, got {cfg.progress!r}"
     )
     _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+
+
+def _check_pqn(cfg: TrainConfig) -> None:
+    """algo=pqn: its rollout fits the budget, and the network has a plain Q head."""
+    p, E = cfg.pqn, cfg.env.num_envs
+    _check(p.rollout_steps >= 1, f"pqn.rollout_steps must be >= 1, got {p.rollout_steps}")
+    _check(p.epochs >= 1, f"pqn.epochs must be >= 1, got {p.epochs}")
+    _check(
+        1 <= p.minibatches <= E * p.rollout_steps,
+        f"pqn.minibatches must be in [1, env.num_envs * pqn.rollout_steps = {E * p.rollout_steps}], "
+        f"got {p.minibatches}",
+    )
+    _check(0 <= p.q_lambda <= 1, f"pqn.q_lambda must be in [0, 1], got {p.q_lambda}")
+    _check(
+        cfg.network.distributional == "none" and not cfg.network.noisy,
+        "algo=pqn learns expected Q-values with epsilon-greedy exploration; "
+        "set network.distributional=none and network.noisy=false",
+    )
 
 
 def _check_eval(v: EvalConfig) -> None:

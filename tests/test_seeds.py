@@ -9,6 +9,7 @@ import torch
 from helpers import tiny
 
 import dqn_cli.run.build as build
+import dqn_cli.run.phases as phases
 import dqn_cli.run.trainer as trainer
 from dqn_cli.run.evaluate import eval_num_envs, eval_seeds, make_eval_env
 from dqn_cli.runtime import STREAMS, fold_seed, int_seed, seeds
@@ -65,13 +66,13 @@ def test_exploration_does_not_replay_the_initialisation_stream(monkeypatch, tmp_
 def test_each_evaluation_of_a_run_plays_fresh_start_states(monkeypatch, tmp_path):
     """The same starts at every evaluation bias best_eval_mean_return upwards."""
     calls = []
-    real = trainer.evaluate
+    real = phases.evaluate
 
     def recording(net, envs, spec, episodes, env_seeds, policy_seed, *args, **kwargs):
         calls.append((tuple(env_seeds), policy_seed))
         return real(net, envs, spec, episodes, env_seeds, policy_seed, *args, **kwargs)
 
-    monkeypatch.setattr(trainer, "evaluate", recording)
+    monkeypatch.setattr(phases, "evaluate", recording)
     cfg = tiny()
     cfg.eval.every = 50
     trainer.train(cfg, tmp_path)

@@ -23,13 +23,15 @@ if TYPE_CHECKING:  # the agent reads a Batch's fields only
 
 
 def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
-    """adam | adamw | rmsprop with the group's lr, eps and weight decay."""
+    """adam | adamw | radam | rmsprop with the group's lr, eps and weight decay."""
     # Fused/foreach kernels: one op per step instead of one per parameter tensor;
     # on small Q-networks the per-op overhead dominates the update time.
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True)
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=True)
+    if cfg.name == "radam":  # (no fused kernel in torch)
+        return torch.optim.RAdam(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay, foreach=True)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(
             params,

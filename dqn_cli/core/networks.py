@@ -24,6 +24,15 @@ def activation_layer(name: str) -> nn.Module:
     return getattr(nn, ACTIVATIONS[name])()
 
 
+def norm_layer(kind: str, features: int, conv: bool = False) -> nn.Module:
+    """``network.norm``: nothing, or LayerNorm (Ba et al. 2016) over a hidden layer's ``features``
+    units; after a conv layer over its whole (C, H, W) output (GroupNorm with one group), as
+    CleanRL's PyTorch port of PQN normalises its conv layers."""
+    if kind == "none":
+        return nn.Identity()
+    return nn.GroupNorm(1, features) if conv else nn.LayerNorm(features)
+
+
 class NoisyLinear(nn.Module):
     """Fortunato et al. 2018 (NoisyNet), factorised Gaussian noise:
     y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b, with eps_w = f(eps_out) f(eps_in)^T,
@@ -70,10 +79,15 @@ def noisy_layers(module: nn.Module) -> list[NoisyLinear]:
 
 
 class MLPTorso(nn.Module):
-    """Flatten the stacked observation, then Linear+activation layers."""
+    """Flatten the stacked observation, then Linear(+norm)+activation layers."""
 
     def __init__(
-        self, obs_shape: Sequence[int], hidden_sizes: Sequence[int], activation: str, linear: Linear = nn.Linear
+        self,
+        obs_shape: Sequence[int],
+        hidden_sizes: Sequence[int],
+        activation: str,
+        linear: Linear = nn.Linear,
+        norm: str = "none",
     ):
         super().__init__()
         in_dim = 1
@@ -81,7 +95,7 @@ class MLPTorso(nn.Module):
             in_dim *= int(d)
         layers: list[nn.Module] = [nn.Flatten()]
         for width in hidden_sizes:
-            layers += [linear(in_dim, width), activation_layer(activation)]
+            layers += [linear(in_dim, width), norm_layer(norm, width), activation_layer(activation)]
             in_dim = width
         self.body = nn.Sequential(*layers)
         self.out_dim = in_dim
@@ -96,23 +110,28 @@ class NatureCNNTorso(nn.Module):
     ``obs``: uint8 ``(B, C, H, W)``, divided by 255 on the device.
     """
 
-    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str, linear: Linear = nn.Linear):
+    def __init__(
+        self, obs_shape: Sequence[int], hidden: int, activation: str, linear: Linear = nn.Linear, norm: str = "none"
+    ):
         super().__init__()
 
         act = functools.partial(activation_layer, activation)
         c, h, w = (int(d) for d in obs_shape)
         self.conv = nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4),
+            norm_layer(norm, 32, conv=True),
             act(),
             nn.Conv2d(32, 64, 4, stride=2),
+            norm_layer(norm, 64, conv=True),
             act(),
             nn.Conv2d(64, 64, 3, stride=1),
+            norm_layer(norm, 64, conv=True),
             act(),
             nn.Flatten(),
         )
         with torch.no_grad():
             flat = self.conv(torch.zeros(1, c, h, w)).shape[1]
-        self.fc = nn.Sequential(linear(flat, hidden), act())
+        self.fc = nn.Sequential(linear(flat, hidden), norm_layer(norm, hidden), act())
         self.out_dim = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -126,13 +145,17 @@ class MinAtarCNNTorso(nn.Module):
     channels are the conv's input channels (S = 1 in the MinAtar preset).
     """
 
-    def __init__(self, obs_shape: Sequence[int], hidden: int, activation: str, linear: Linear = nn.Linear):
+    def __init__(
+        self, obs_shape: Sequence[int], hidden: int, activation: str, linear: Linear = nn.Linear, norm: str = "none"
+    ):
         super().__init__()
 
         act = functools.partial(activation_layer, activation)
         s, c, h, w = (int(d) for d in obs_shape)
-        self.conv = nn.Sequential(nn.Conv2d(s * c, 16, 3, stride=1), act(), nn.Flatten())
-        self.fc = nn.Sequential(linear(16 * (h - 2) * (w - 2), hidden), act())
+        self.conv = nn.Sequential(
+            nn.Conv2d(s * c, 16, 3, stride=1), norm_layer(norm, 16, conv=True), act(), nn.Flatten()
+        )
+        self.fc = nn.Sequential(linear(16 * (h - 2) * (w - 2), hidden), norm_layer(norm, hidden), act())
         self.out_dim = hidden
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -216,15 +239,15 @@ def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) 
     """A Q-network for stacked observations of ``obs_shape`` = (frame_stack, *frame_shape)."""
     linear: Linear = functools.partial(NoisyLinear, std_init=cfg.noisy_std) if cfg.noisy else nn.Linear
     if cfg.name == "mlp":
-        torso: nn.Module = MLPTorso(obs_shape, cfg.hidden_sizes, cfg.activation, linear)
+        torso: nn.Module = MLPTorso(obs_shape, cfg.hidden_sizes, cfg.activation, linear, cfg.norm)
     elif cfg.name == "nature_cnn":
         if len(obs_shape) != 3:
             raise ValueError(f"nature_cnn needs (C, H, W) observations, got shape {tuple(obs_shape)}")
-        torso = NatureCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation, linear)
+        torso = NatureCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation, linear, cfg.norm)
     elif cfg.name == "minatar_cnn":
         if len(obs_shape) != 4:
             raise ValueError(f"minatar_cnn needs (S, C, H, W) observations, got shape {tuple(obs_shape)}")
-        torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation, linear)
+        torso = MinAtarCNNTorso(obs_shape, cfg.cnn_hidden, cfg.activation, linear, cfg.norm)
     else:
         raise ValueError(f"unknown network {cfg.name!r}")
     atoms = {"c51": cfg.atoms, "qr": cfg.quantiles}.get(cfg.distributional, 1)

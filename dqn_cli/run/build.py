@@ -18,6 +18,7 @@ from gymnasium.vector import VectorEnv
 from dqn_cli.config import TrainConfig
 from dqn_cli.core.agent import DQNAgent
 from dqn_cli.core.networks import build_network
+from dqn_cli.core.pqn import PQNAgent
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
@@ -51,8 +52,8 @@ class Run:
     spec: EnvSpec
     device: torch.device
     envs: VectorEnv
-    agent: DQNAgent
-    replay: ReplayBuffer
+    agent: DQNAgent | PQNAgent
+    replay: ReplayBuffer | None  # None for algo=pqn, which learns from its rollouts
     epsilon: Callable[[int], float]  # env step -> exploration rate
     beta: Callable[[int], float]  # env step -> PER importance exponent
     learning_rate: Callable[[int], float]  # env step -> optimizer lr
@@ -74,7 +75,8 @@ def check_run(cfg: TrainConfig, run_dir: Path) -> Checked:
     """Refuse bad input before anything starts: the env, the replay buffer's memory, the device,
     and on resume the checkpoint (ConfigError / CheckpointError)."""
     spec = describe_env(cfg.env)
-    check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
+    if cfg.algo != "pqn":  # (PQN keeps one rollout: 128 envs x 32 steps of Atari stacks are 115 MB)
+        check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
     device = resolve_device(cfg.device)
     resume_state = None
     if cfg.resume:  # a bad or foreign checkpoint, or a finished run
@@ -102,16 +104,15 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         # Env processes start before CUDA initialises: a forked CUDA context is unusable.
         envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
         q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
-        agent = DQNAgent(
-            q_network,
-            cfg.optimizer,
-            spec.n_actions,
-            cfg.double_q,
-            cfg.loss,
-            device,
-            seed=int_seed(cfg.seed, "exploration"),
-        )
-        replay = build_replay(cfg, spec)
+        exploration_seed = int_seed(cfg.seed, "exploration")
+        replay: ReplayBuffer | None = None
+        if cfg.algo == "pqn":
+            agent: DQNAgent | PQNAgent = PQNAgent(q_network, cfg.optimizer, spec.n_actions, device, exploration_seed)
+        else:
+            agent = DQNAgent(
+                q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device, seed=exploration_seed
+            )
+            replay = build_replay(cfg, spec)
         stats = EpisodeStats(E)
         stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
         n = Counters()
@@ -123,7 +124,8 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
             continued = resume.restore_envs(envs, stacker, resume_state.get("envs"))
             if continued:  # the episodes continue exactly
                 stats.load_state_dict(resume_state["episode_stats"])
-            replay.resume_episodes(obs, continued)  # no stack or n-step window spans the resume
+            if replay is not None:
+                replay.resume_episodes(obs, continued)  # no stack or n-step window spans the resume
             resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
             log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
         logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))

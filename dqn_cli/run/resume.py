@@ -113,6 +113,7 @@ _IDENTITY = {
         "atoms",
         "quantiles",
         "noisy",
+        "norm",
     ),
     "replay": ("name", "capacity"),
 }

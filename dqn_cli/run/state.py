@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from dqn_cli.config import TrainConfig, to_dict
-from dqn_cli.core.agent import DQNAgent
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats
 from dqn_cli.run import checkpoint as ckpt
@@ -39,9 +38,7 @@ class Counters:
     finished: bool = False  # the final evaluation is done
 
 
-def capture(
-    cfg: TrainConfig, spec: EnvSpec, n: Counters, agent: DQNAgent, stats: EpisodeStats, envs: dict | None
-) -> dict:
+def capture(cfg: TrainConfig, spec: EnvSpec, n: Counters, agent, stats: EpisodeStats, envs: dict | None) -> dict:
     """Everything needed to continue the run: tensors, plain containers and numbers only."""
     np_state = np.random.get_state()
     rng = {
@@ -67,8 +64,9 @@ def capture(
     }
 
 
-def restore(state: dict, agent: DQNAgent, replay, run_dir: Path) -> Counters:
-    """Networks, optimizer, counters, RNGs and (when replay.npz matches) the replay buffer of ``state``."""
+def restore(state: dict, agent, replay, run_dir: Path) -> Counters:
+    """Networks, optimizer, counters, RNGs and (when replay.npz matches) the replay buffer of ``state``
+    (agent: a DQNAgent or PQNAgent; replay None for algo=pqn)."""
     try:
         agent.load_state_dict(state["agent"])
     except (RuntimeError, KeyError, ValueError) as err:
@@ -88,6 +86,8 @@ def restore(state: dict, agent: DQNAgent, replay, run_dir: Path) -> Counters:
     if "cuda" in rng and torch.cuda.is_available():  # per GPU, for as many as this machine has
         for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
+    if replay is None:  # algo=pqn: nothing to refill
+        return n
     with ckpt.open_replay(run_dir / "checkpoints") as saved:
         if saved is None:
             log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
