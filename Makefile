@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install dev train test test-slurm lint bench clean
+.PHONY: install dev train test test-slurm gpu-wheels lint bench clean
 
 # setuptools warns on every editable install of a package-dir layout that a folder named like the
 # package may shadow it; that is this repository's layout on purpose, so the install stays quiet.
@@ -44,6 +44,19 @@ test: lint
 test-slurm: dev
 	scripts/slurm_local.sh start
 	$(BIN)/python -m pytest -q -m slurm tests/test_slurm.py $(ARGS); rc=$$?; scripts/slurm_local.sh stop; exit $$rc
+
+# The wheels a GPU machine like the device tool's lacks (Python 3.12, torch with CUDA, matplotlib,
+# pandas, scipy, seaborn, tensorboard and opencv preinstalled; no network) for scripts/gpu_check.sh,
+# into the ignored .whl/ (under 64 MiB with the repository).
+GPU_PYTHON ?= 3.12
+GPU_WHEELS ?= gymnasium==1.4.0 ale-py==0.12.1 hydra-core==1.3.8 omegaconf==2.3.1 farama-notifications==0.0.6 \
+	cloudpickle==3.1.3 minatar==1.0.15 tqdm==4.70.1 imageio==2.38.2 pyyaml==6.0.3 pytest==8.4.2 iniconfig pluggy pygments
+gpu-wheels: dev
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/pip download --quiet --dest .whl --only-binary=:all: --no-deps --python-version $(GPU_PYTHON) \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 $(GPU_WHEELS)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir .whl antlr4-python3-runtime==4.9.3  # sdist only on PyPI
+	du -sh .whl
 
 lint: dev
 	$(BIN)/ruff check .

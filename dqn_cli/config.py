@@ -378,7 +378,7 @@ def _check_training(cfg: TrainConfig) -> None:
     _check(cfg.train_every >= 1, f"train_every must be >= 1 env step, got {cfg.train_every}")
     _check(cfg.learning_starts >= 0, f"learning_starts must be >= 0, got {cfg.learning_starts}")
     _check(
-        cfg.total_steps - cfg.learning_starts >= cfg.train_every,
+        cfg.algo == "pqn" or cfg.total_steps - cfg.learning_starts >= cfg.train_every,  # (PQN learns from step 0)
         f"learning_starts={cfg.learning_starts} with train_every={cfg.train_every} leaves no gradient step in "
         f"total_steps={cfg.total_steps}; use learning_starts <= {max(cfg.total_steps - cfg.train_every, 0)}",
     )

@@ -154,3 +154,9 @@ def test_a_resumed_pqn_run_is_the_uninterrupted_run(tmp_path):
     b = torch.load(parts / "checkpoints" / "last.pt", weights_only=False)["agent"]["q_network"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_pqn_needs_no_learning_starts():
+    """DQN's learning_starts (80k steps on Atari) is not PQN's: a short PQN run is not refused for it."""
+    cfg = compose("env=breakout", "algo=pqn", "total_steps=512")
+    assert cfg.learning_starts > cfg.total_steps
