@@ -25,6 +25,7 @@ def steps(dry: bool) -> list[dict]:
     device = "cpu" if dry else "cuda"
     scale = (lambda full, tiny: tiny) if dry else (lambda full, tiny: full)
     quiet = ["progress=log", "eval.episodes=0", "checkpoint.every=0", f"device={device}"]
+    train = ["-m", "dqn_cli", "train"]
     return [
         {"name": "cuda tests", "cmd": ["-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py"], "timeout": 120},
         {
@@ -37,9 +38,7 @@ def steps(dry: bool) -> list[dict]:
             "run": "breakout_dqn",
             "timeout": scale(60, 90),
             "cmd": [
-                "-m",
-                "dqn_cli",
-                "train",
+                *train,
                 "env=breakout",
                 "env.vectorization=ale",
                 f"env.num_envs={scale(16, 4)}",
@@ -55,9 +54,7 @@ def steps(dry: bool) -> list[dict]:
             "run": "breakout_pqn",
             "timeout": scale(60, 90),
             "cmd": [
-                "-m",
-                "dqn_cli",
-                "train",
+                *train,
                 "env=breakout",
                 "algo=pqn",
                 f"env.num_envs={scale(128, 8)}",
@@ -71,9 +68,7 @@ def steps(dry: bool) -> list[dict]:
             "run": "minatar_dqn",
             "timeout": scale(110, 90),
             "cmd": [
-                "-m",
-                "dqn_cli",
-                "train",
+                *train,
                 "env=minatar",
                 "env.game=Breakout",
                 f"total_steps={scale(200_000, 2_000)}",
