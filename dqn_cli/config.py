@@ -165,6 +165,7 @@ class TrainConfig:
     log_every: int = 1_000  # env steps between training scalars / log lines
     progress: str = "auto"  # auto (bar on a terminal) | bar | log | off
     torch_threads: int = 0  # 0 = the cores the env workers leave (at least 1)
+    compile: bool = False  # torch.compile the update and acting (CUDA: CUDA graphs); dqn bench update measures it
     resume: Optional[str] = None  # a run directory to continue
 
 

@@ -26,11 +26,12 @@ one_run() { # ALGO SEED
 }
 
 if [ "${1:-}" != "--plot-only" ]; then
-  for algo in $ALGOS; do for seed in $SEEDS; do echo "$algo $seed"; done; done |
-    while read -r algo seed; do
+  for algo in $ALGOS; do
+    for seed in $SEEDS; do
       while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done
       one_run "$algo" "$seed" &
     done
+  done
   wait
 fi
 dirs=()

@@ -27,16 +27,16 @@ def steps(dry: bool) -> list[dict]:
     quiet = ["progress=log", "eval.episodes=0", "checkpoint.every=0", f"device={device}"]
     train = ["-m", "dqn_cli", "train"]
     return [
-        {"name": "cuda tests", "cmd": ["-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py"], "timeout": 120},
+        {"name": "cuda tests", "cmd": ["-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py"], "timeout": 60},
         {
             "name": "dqn bench update",
-            "cmd": ["-m", "dqn_cli", "bench", "update", "--quick", f"--device={device}"],
-            "timeout": 60,
+            "cmd": ["-m", "dqn_cli", "bench", "update", "--quick", f"--device={device}"],  # eager and compile=true
+            "timeout": 120,
         },
         {
             "name": "Breakout DQN",
             "run": "breakout_dqn",
-            "timeout": scale(60, 90),
+            "timeout": scale(45, 90),
             "cmd": [
                 *train,
                 "env=breakout",
@@ -52,7 +52,7 @@ def steps(dry: bool) -> list[dict]:
         {
             "name": "Breakout PQN",
             "run": "breakout_pqn",
-            "timeout": scale(60, 90),
+            "timeout": scale(45, 90),
             "cmd": [
                 *train,
                 "env=breakout",
@@ -66,7 +66,7 @@ def steps(dry: bool) -> list[dict]:
         {
             "name": "MinAtar DQN 200k",
             "run": "minatar_dqn",
-            "timeout": scale(110, 90),
+            "timeout": scale(90, 90),
             "cmd": [
                 *train,
                 "env=minatar",

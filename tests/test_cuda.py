@@ -64,3 +64,16 @@ def test_a_run_on_cuda_evaluates_and_resumes_on_the_cpu(tmp_path, algo):
     again = run_dqn("train", f"resume={run}", "total_steps=400", "device=cpu")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["total_steps"] == 400
+
+
+def test_a_compiled_update_on_the_gpu_is_the_eager_one():
+    """compile=true on CUDA: mode="reduce-overhead", the update replayed as CUDA graphs."""
+    torch.manual_seed(0)
+    net = build_network(NetworkConfig(hidden_sizes=[32], dueling=True), (1, 4), 2).cuda()
+    device = torch.device("cuda")
+    eager = DQNAgent(copy.deepcopy(net), OptimizerConfig(), 2, True, "huber", device)
+    graphs = DQNAgent(copy.deepcopy(net), OptimizerConfig(), 2, True, "huber", device, compile=True)
+    batch = _batch(np.random.default_rng(1))
+    for _ in range(4):  # the first calls record the graphs, the later ones replay them
+        a, b = eager.update(batch), graphs.update(batch)
+        assert abs(a.td_loss - b.td_loss) < 1e-4 * max(1.0, abs(a.td_loss))

@@ -1,7 +1,8 @@
 """``dqn bench [all|envs|update|replay] [--quick] [--device D]``: measure this machine.
 
 Prints a table of env steps/s (CartPole and Breakout, per backend and
-num_envs), gradient updates/s of the default networks on the device, replay
+num_envs), gradient updates/s of the default networks on the device (``update``
+alone also measures them under compile=true, beside eager, in the same run), replay
 sampling speeds, a one-line verdict on the bottleneck with a suggested
 ``env.num_envs``, and as its last line one JSON object of the figures.
 """
@@ -43,8 +44,9 @@ def env_steps_per_second(env_cfg, num_envs: int, seconds: float) -> float:
         envs.close()
 
 
-def updates_per_second(net_name: str, device, seconds: float, batch_size: int) -> float:
-    """Gradient steps/s of the default network for CartPole (mlp) or Atari (nature_cnn)."""
+def updates_per_second(net_name: str, device, seconds: float, batch_size: int, compile: bool = False) -> float:
+    """Gradient steps/s of the default network for CartPole (mlp) or Atari (nature_cnn), eager or
+    torch.compile'd (compile=true; its compilation, in the warm-up, is not timed)."""
     import torch
 
     from dqn_cli.config import NetworkConfig, OptimizerConfig
@@ -72,9 +74,8 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int) -
         np.arange(batch_size),
         np.ones(batch_size, np.float32),
     )
-    agent = DQNAgent(
-        build_network(net_cfg, obs_shape, n_actions).to(device), OptimizerConfig(), n_actions, True, "huber", device
-    )
+    net = build_network(net_cfg, obs_shape, n_actions).to(device)
+    agent = DQNAgent(net, OptimizerConfig(), n_actions, True, "huber", device, compile=compile)
     for _ in range(5):
         agent.update(batch)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -139,6 +140,10 @@ def main(argv: list[str]) -> int:
             ups = updates_per_second(net, device, seconds, batch)
             figures[f"{net}_updates_per_second"] = round(ups, 1)
             rows.append((f"update {net} batch {batch} on {device}", f"{ups:,.1f} updates/s"))
+            if args.what == "update":  # compile=true beside eager, in the same run (compiling takes a while)
+                compiled = updates_per_second(net, device, seconds, batch, compile=True)
+                figures[f"{net}_compiled_updates_per_second"] = round(compiled, 1)
+                rows.append(("  compile=true", f"{compiled:,.1f} updates/s ({compiled / max(ups, 1e-9):.2f}x eager)"))
 
     if args.what in ("all", "replay"):
         from dqn_cli.bench import replay as bench_replay

@@ -106,6 +106,13 @@ def quantile_huber_loss(theta: torch.Tensor, target: torch.Tensor, taus: torch.T
     return (weight * huber).mean(dim=2).sum(dim=1) / kappa
 
 
+def compiled(fn, device: torch.device):
+    """torch.compile(fn): on CUDA mode="reduce-overhead" (CUDA graphs: one launch for the whole
+    graph, which is what small Q-networks are bound by), elsewhere the default mode."""
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    return torch.compile(fn, mode=mode, dynamic=False)
+
+
 class EpsilonGreedy:
     """Epsilon-greedy over a batch of envs (Mnih et al. 2015, Algorithm 1): each env takes a
     uniformly random action with probability epsilon, else argmax_a Q(s, a).
@@ -149,6 +156,9 @@ class DQNAgent:
         loss: "huber" (smooth L1 with delta 1, as Mnih et al.'s error clipping) or "mse".
         device: where the networks and the update live.
         seed: seeds the exploration generator.
+        compile: torch.compile the loss (forward, target and backward graph) and the acting
+            forward pass; on CUDA with mode="reduce-overhead", which replays them as CUDA graphs.
+            Epsilon stays on the host and the batch shapes are fixed, so neither recompiles.
     """
 
     def __init__(
@@ -160,6 +170,7 @@ class DQNAgent:
         loss: str,
         device: torch.device,
         seed: int = 0,
+        compile: bool = False,
     ):
         self.q_network = q_network
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
@@ -172,6 +183,9 @@ class DQNAgent:
         self.policy = EpsilonGreedy(n_actions, seed)
         self.online_noise, self.target_noise = noisy_layers(q_network), noisy_layers(self.target_network)
         self.non_blocking = device.type == "cuda"
+        self.losses, self.acting_network = self._losses, q_network
+        if compile:
+            self.losses, self.acting_network = compiled(self._losses, device), compiled(q_network, device)
 
     # ------------------------------------------------------------------ acting
     def to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -186,7 +200,7 @@ class DQNAgent:
         """Epsilon-greedy actions for a batch of envs, int64 (E,); obs: (E, S, *frame_shape)."""
         for layer in self.online_noise:  # NoisyNet: new noise for every acting step
             layer.reset_noise()
-        return self.policy(lambda: self.q_network(self.to_device(obs)), obs.shape[0], epsilon)
+        return self.policy(lambda: self.acting_network(self.to_device(obs)), obs.shape[0], epsilon)
 
     # ---------------------------------------------------------------- learning
     def set_learning_rate(self, lr: float) -> None:
@@ -203,7 +217,24 @@ class DQNAgent:
         weights = self.to_device(batch.weights)
         for layer in self.online_noise + self.target_noise:  # NoisyNet: new noise for every update, per network
             layer.reset_noise()
+        loss, q, priorities = self.losses(obs, actions, returns, next_obs, discounts, weights)
 
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            grad_norm = nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm, foreach=True)
+        else:
+            grad_norm = nn.utils.get_total_norm([p.grad for p in self.q_network.parameters() if p.grad is not None])
+        self.optimizer.step()
+
+        td_errors = priorities.float().cpu().numpy()
+        loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
+            type(self.q_network), "td_loss"
+        )
+        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm), loss_name)
+
+    def _losses(self, obs, actions, returns, next_obs, discounts, weights):
+        """The batch's (importance-weighted) mean loss, Q(s, a) (B,) and the PER priorities (B,)."""
         if isinstance(self.q_network, DistributionalQNetwork):
             elementwise, q, priorities = self._c51_loss(obs, actions, returns, next_obs, discounts)
         elif isinstance(self.q_network, QuantileQNetwork):
@@ -219,21 +250,7 @@ class DQNAgent:
             else:
                 elementwise = F.mse_loss(q, y, reduction="none")
             priorities = y - q.detach()
-        loss = (weights * elementwise).mean()
-
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.max_grad_norm is not None:
-            grad_norm = nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm, foreach=True)
-        else:
-            grad_norm = nn.utils.get_total_norm([p.grad for p in self.q_network.parameters() if p.grad is not None])
-        self.optimizer.step()
-
-        td_errors = priorities.float().cpu().numpy()
-        loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
-            type(self.q_network), "td_loss"
-        )
-        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm), loss_name)
+        return (weights * elementwise).mean(), q, priorities
 
     def _qr_loss(self, obs, actions, returns, next_obs, discounts):
         """The quantile Huber loss of theta(s, a) against r + discount * theta'(s', a*) (B,), Q(s, a) (B,),

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.core.agent import EpsilonGreedy, build_optimizer
+from dqn_cli.core.agent import EpsilonGreedy, build_optimizer, compiled
 
 
 def q_lambda_returns(
@@ -64,15 +64,27 @@ class PQNAgent:
         n_actions: size of the Discrete action space.
         device: where the network and the update live.
         seed: seeds the exploration generator (also the minibatch shuffles).
+        compile: torch.compile the minibatch loss and the acting forward pass (as DQNAgent).
     """
 
-    def __init__(self, q_network: nn.Module, optimizer_cfg: OptimizerConfig, n_actions: int, device, seed: int = 0):
+    def __init__(
+        self,
+        q_network: nn.Module,
+        optimizer_cfg: OptimizerConfig,
+        n_actions: int,
+        device,
+        seed: int = 0,
+        compile: bool = False,
+    ):
         self.q_network = q_network
         self.optimizer = build_optimizer(optimizer_cfg, q_network.parameters())
         self.max_grad_norm = optimizer_cfg.max_grad_norm
         self.n_actions = n_actions
         self.device = device
         self.policy = EpsilonGreedy(n_actions, seed)
+        self.loss, self.acting_network = self._loss, q_network
+        if compile:
+            self.loss, self.acting_network = compiled(self._loss, device), compiled(q_network, device)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
@@ -81,7 +93,7 @@ class PQNAgent:
     def act(self, obs: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
         """Epsilon-greedy actions, int64 (E,), and max_a Q(obs, a), float32 (E,), the value the
         previous step's return bootstraps from; obs: (E, S, *frame_shape)."""
-        q = self.q_network(self.to_device(obs))
+        q = self.acting_network(self.to_device(obs))
         return self.policy(lambda: q, obs.shape[0], epsilon), q.max(dim=1).values.float().cpu().numpy()
 
     @torch.no_grad()
@@ -104,8 +116,7 @@ class PQNAgent:
         for _ in range(epochs):
             order = torch.from_numpy(self.policy.rng.permutation(n)).to(self.device)
             for chunk in torch.tensor_split(order, minibatches):
-                q = self.q_network(obs_t[chunk]).gather(1, actions_t[chunk].unsqueeze(1)).squeeze(1)
-                loss = F.mse_loss(q, returns_t[chunk])
+                loss, q = self.loss(obs_t[chunk], actions_t[chunk], returns_t[chunk])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if self.max_grad_norm is not None:
@@ -118,6 +129,11 @@ class PQNAgent:
                 info = (loss, q, grad_norm)
         loss, q, grad_norm = info
         return updates, PQNInfo(float(loss.detach()), float(q.detach().mean()), float(grad_norm))
+
+    def _loss(self, obs: torch.Tensor, actions: torch.Tensor, returns: torch.Tensor):
+        """(Q(s, a) - G)^2 over the minibatch, and Q(s, a) (B,)."""
+        q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+        return F.mse_loss(q, returns), q
 
     def state_dict(self) -> dict:
         return {

@@ -107,10 +107,19 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         exploration_seed = int_seed(cfg.seed, "exploration")
         replay: ReplayBuffer | None = None
         if cfg.algo == "pqn":
-            agent: DQNAgent | PQNAgent = PQNAgent(q_network, cfg.optimizer, spec.n_actions, device, exploration_seed)
+            agent: DQNAgent | PQNAgent = PQNAgent(
+                q_network, cfg.optimizer, spec.n_actions, device, exploration_seed, compile=cfg.compile
+            )
         else:
             agent = DQNAgent(
-                q_network, cfg.optimizer, spec.n_actions, cfg.double_q, cfg.loss, device, seed=exploration_seed
+                q_network,
+                cfg.optimizer,
+                spec.n_actions,
+                cfg.double_q,
+                cfg.loss,
+                device,
+                seed=exploration_seed,
+                compile=cfg.compile,
             )
             replay = build_replay(cfg, spec)
         stats = EpisodeStats(E)

@@ -20,7 +20,17 @@ from dqn_cli.config import ConfigError, EnvConfig, TrainConfig, to_dict, to_trai
 from dqn_cli.files import atomic_write_text
 
 # keys a resumed run may change; everything else must match the saved config
-CHANGEABLE = ("total_steps", "checkpoint", "eval", "log_every", "progress", "device", "torch_threads", "resume")
+CHANGEABLE = (
+    "total_steps",
+    "checkpoint",
+    "eval",
+    "log_every",
+    "progress",
+    "device",
+    "torch_threads",
+    "compile",
+    "resume",
+)
 
 
 def _resume_value(args: list[str]) -> str | None:
