@@ -137,7 +137,7 @@ def test_a_checkpoint_of_one_head_is_refused_by_a_run_of_another(tmp_path):
     state = {"counters": {"env_steps": 10}, "agent": {}, "rng": {}, "config": to_dict(compose("algo=c51"))}
     check_resumable(state, compose("algo=c51", "total_steps=2000"), tmp_path / "last.pt")  # its own head: fine
     for other in ("algo=dqn", "algo=qr_dqn", "algo=rainbow", "network.atoms=21"):
-        with pytest.raises(CheckpointError, match=r"was saved for network\.\w+=.* but the run's config has"):
+        with pytest.raises(CheckpointError, match=r"was saved for (network|replay)\.\w+=.* but the run's config has"):
             check_resumable(state, compose(other, "total_steps=2000"), tmp_path / "last.pt")
 
 
