@@ -48,8 +48,8 @@ def area(module: str) -> str | None:
 def test_the_import_graph_is_read_correctly():
     graph = import_graph()
     assert "dqn_cli.run.build" in graph["dqn_cli.run.trainer"]  # a module-level import
-    assert "dqn_cli.run.video" in graph["dqn_cli.run.trainer"]  # an import inside a function
-    assert "dqn_cli.run.checkpoint" in graph["dqn_cli.run.trainer"]  # `from dqn_cli.run import checkpoint`
+    assert "dqn_cli.run.video" in graph["dqn_cli.run.phases"]  # an import inside a function
+    assert "dqn_cli.run.checkpoint" in graph["dqn_cli.run.phases"]  # `from dqn_cli.run import checkpoint`
 
 
 def test_there_is_no_import_cycle():
