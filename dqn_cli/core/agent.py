@@ -106,6 +106,27 @@ def quantile_huber_loss(theta: torch.Tensor, target: torch.Tensor, taus: torch.T
     return (weight * huber).mean(dim=2).sum(dim=1) / kappa
 
 
+def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host array -> device tensor (pinned, non-blocking copy on CUDA)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, network: nn.Module, loss: torch.Tensor, max_grad_norm) -> float:
+    """One optimizer step on ``loss``, the global gradient norm clipped to ``max_grad_norm`` (None:
+    not clipped); returns the norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        grad_norm = nn.utils.clip_grad_norm_(network.parameters(), max_grad_norm, foreach=True)
+    else:
+        grad_norm = nn.utils.get_total_norm([p.grad for p in network.parameters() if p.grad is not None])
+    optimizer.step()
+    return float(grad_norm)
+
+
 def compiled(fn, device: torch.device):
     """torch.compile(fn): on CUDA mode="reduce-overhead" (CUDA graphs: one launch for the whole
     graph, which is what small Q-networks are bound by), elsewhere the default mode."""
@@ -182,7 +203,6 @@ class DQNAgent:
         self.device = device
         self.policy = EpsilonGreedy(n_actions, seed)
         self.online_noise, self.target_noise = noisy_layers(q_network), noisy_layers(self.target_network)
-        self.non_blocking = device.type == "cuda"
         self.losses, self.acting_network = self._losses, q_network
         if compile:
             self.losses, self.acting_network = compiled(self._losses, device), compiled(q_network, device)
@@ -190,10 +210,7 @@ class DQNAgent:
     # ------------------------------------------------------------------ acting
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """Host array -> device tensor (pinned, non-blocking copy on CUDA)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(array))
-        if self.non_blocking:
-            tensor = tensor.pin_memory()
-        return tensor.to(self.device, non_blocking=self.non_blocking)
+        return host_to_device(array, self.device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
@@ -218,20 +235,13 @@ class DQNAgent:
         for layer in self.online_noise + self.target_noise:  # NoisyNet: new noise for every update, per network
             layer.reset_noise()
         loss, q, priorities = self.losses(obs, actions, returns, next_obs, discounts, weights)
-
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.max_grad_norm is not None:
-            grad_norm = nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm, foreach=True)
-        else:
-            grad_norm = nn.utils.get_total_norm([p.grad for p in self.q_network.parameters() if p.grad is not None])
-        self.optimizer.step()
+        grad_norm = gradient_step(self.optimizer, self.q_network, loss, self.max_grad_norm)
 
         td_errors = priorities.float().cpu().numpy()
         loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
             type(self.q_network), "td_loss"
         )
-        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, float(grad_norm), loss_name)
+        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, grad_norm, loss_name)
 
     def _losses(self, obs, actions, returns, next_obs, discounts, weights):
         """The batch's (importance-weighted) mean loss, Q(s, a) (B,) and the PER priorities (B,)."""

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.core.agent import EpsilonGreedy, build_optimizer, compiled
+from dqn_cli.core.agent import EpsilonGreedy, build_optimizer, compiled, gradient_step, host_to_device
 
 
 def q_lambda_returns(
@@ -87,7 +87,7 @@ class PQNAgent:
             self.loss, self.acting_network = compiled(self._loss, device), compiled(q_network, device)
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        return host_to_device(array, self.device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +117,7 @@ class PQNAgent:
             order = torch.from_numpy(self.policy.rng.permutation(n)).to(self.device)
             for chunk in torch.tensor_split(order, minibatches):
                 loss, q = self.loss(obs_t[chunk], actions_t[chunk], returns_t[chunk])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if self.max_grad_norm is not None:
-                    grad_norm = nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm, foreach=True)
-                else:
-                    grads = [p.grad for p in self.q_network.parameters() if p.grad is not None]
-                    grad_norm = nn.utils.get_total_norm(grads)
-                self.optimizer.step()
+                grad_norm = gradient_step(self.optimizer, self.q_network, loss, self.max_grad_norm)
                 updates += 1
                 info = (loss, q, grad_norm)
         loss, q, grad_norm = info
