@@ -31,7 +31,7 @@ class EnvConfig:
     id: str = "CartPole-v1"  # Gymnasium id (kind=classic)
     game: str = "Breakout"  # ALE or MinAtar game name, any spelling (kind=atari, minatar)
     num_envs: int = 4  # environments stepped together
-    vectorization: str = "sync"  # sync (one process) | async (subprocesses) | ale (Atari only)
+    vectorization: str = "sync"  # sync (one process) | async (subprocesses) | ale (Atari) | envpool (Atari, classic)
     max_episode_steps: Optional[int] = None  # time limit in agent steps; None keeps the env's own
     imports: List[str] = field(default_factory=list)  # modules imported first: packages registering their env ids
     frame_stack: int = 1  # observations stacked into the agent's input
@@ -253,7 +253,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def _check_env(e: EnvConfig) -> None:
     _check(e.kind in ENV_KINDS, f"env.kind must be one of {', '.join(ENV_KINDS)}, got {e.kind!r}")
     _check(e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}")
-    backends = ("sync", "async", "ale") if e.kind == "atari" else ("sync", "async")
+    backends = {"atari": ("sync", "async", "ale", "envpool"), "classic": ("sync", "async", "envpool")}.get(
+        e.kind, ("sync", "async")
+    )
     _check(
         e.vectorization in backends,
         f"env.vectorization must be one of {', '.join(backends)} for {e.kind} envs, got {e.vectorization!r}",

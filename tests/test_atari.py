@@ -3,7 +3,7 @@ training vs evaluation protocols, the env presets, and tiny end-to-end runs of
 `dqn train` / `dqn eval` on Breakout and Pong through the real entrypoint.
 
 With no-op starts off and no sticky actions the emulator is deterministic, so
-`sync`, `async` and `ale` must produce the *same* frames, rewards and episode
+`sync`, `async`, `ale` and `envpool` must produce the *same* frames, rewards and episode
 ends for the same actions: that is the equivalence test. (The final frame of
 a game that ends mid frame-skip is the one place they may differ by a few
 pixels: ale-py max-pools it with a stale screen, see dqn_cli/atari.py.)
@@ -22,7 +22,7 @@ from helpers import last_json_line, run_dqn
 from dqn_cli.config import ConfigError, EnvConfig
 from dqn_cli.envs.atari import describe, make_atari_env, make_vector_env, resolve_game
 
-BACKENDS = ("sync", "async", "ale")
+BACKENDS = ("sync", "async", "ale", "envpool")
 
 
 def atari_cfg(game="Breakout", backend="sync", **kw) -> EnvConfig:
@@ -141,13 +141,13 @@ def invaders_runs():
     """SpaceInvaders: rewards of 5-30 points, episodes truncated at 800 frames (200 steps)."""
     return {
         (b, t): rollout(b, "SpaceInvaders", t, 230, max_episode_frames=800)
-        for b in ("sync", "ale")
+        for b in ("sync", "ale", "envpool")
         for t in (True, False)
     }
 
 
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("backend", ["async", "ale"])
+@pytest.mark.parametrize("backend", ["async", "ale", "envpool"])
 def test_backends_play_the_same_game(breakout_runs, backend, training):
     ref, run = breakout_runs[("sync", training)], breakout_runs[(backend, training)]
     for key in ("obs", "next", "reward", "raw", "terminated", "truncated", "game_over", "lives"):
@@ -188,7 +188,7 @@ def test_eval_protocol_plays_the_full_game(breakout_runs, backend):
     np.testing.assert_array_equal(r["reward"], r["raw"])
 
 
-@pytest.mark.parametrize("backend", ["sync", "ale"])
+@pytest.mark.parametrize("backend", ["sync", "ale", "envpool"])
 def test_reward_clipping_in_training_only(invaders_runs, backend):
     train, ev = invaders_runs[(backend, True)], invaders_runs[(backend, False)]
     assert (train["raw"] > 1).any(), "SpaceInvaders scores 5+ points per alien"
@@ -198,7 +198,7 @@ def test_reward_clipping_in_training_only(invaders_runs, backend):
     np.testing.assert_array_equal(train["raw"], ev["raw"])  # same game, same actions
 
 
-@pytest.mark.parametrize("backend", ["sync", "ale"])
+@pytest.mark.parametrize("backend", ["sync", "ale", "envpool"])
 def test_truncation_keeps_the_true_final_frame(invaders_runs, backend):
     r = invaders_runs[(backend, False)]
     trunc = r["truncated"] & ~r["terminated"]
@@ -211,7 +211,7 @@ def test_truncation_keeps_the_true_final_frame(invaders_runs, backend):
     assert np.abs(r["final"][t, i].astype(int) - before).mean() < np.abs(r["next"][t, i].astype(int) - before).mean()
 
 
-@pytest.mark.parametrize("backend", ["sync", "ale"])
+@pytest.mark.parametrize("backend", ["sync", "ale", "envpool"])
 def test_max_episode_steps_caps_episodes_in_agent_steps(backend):
     r = rollout(backend, "Pong", False, 25, num_envs=1, max_episode_steps=10)
     ends = np.flatnonzero(r["truncated"][:, 0])

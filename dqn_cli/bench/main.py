@@ -119,21 +119,25 @@ def main(argv: list[str]) -> int:
     rows: list[tuple[str, str]] = []
 
     if args.what in ("all", "envs"):
+        import importlib.util
+
+        # EnvPool is an optional extra: its rows appear where it is installed
+        envpool = ("envpool",) if importlib.util.find_spec("envpool") is not None else ()
         cartpole = EnvConfig()
-        for backend in ("sync", "async"):
+        for backend in ("sync", "async", *envpool):
             for num_envs in (1, 4, 8) if not args.quick else (4,):
                 cartpole.vectorization = backend
                 sps = env_steps_per_second(cartpole, num_envs, seconds)
                 figures[f"cartpole_{backend}_{num_envs}_env_steps_per_second"] = round(sps, 1)
-                rows.append((f"CartPole-v1 {backend:5s} x{num_envs}", f"{sps:,.0f} env steps/s"))
+                rows.append((f"CartPole-v1 {backend:7s} x{num_envs}", f"{sps:,.0f} env steps/s"))
         breakout = _atari_env_config()
         if breakout is not None:
-            for backend in ("sync", "async", "ale"):
+            for backend in ("sync", "async", "ale", *envpool):
                 for num_envs in (4, 8) if not args.quick else (8,):
                     breakout.vectorization = backend
                     sps = env_steps_per_second(breakout, num_envs, seconds)
                     figures[f"breakout_{backend}_{num_envs}_env_steps_per_second"] = round(sps, 1)
-                    rows.append((f"Breakout {backend:5s} x{num_envs}", f"{sps:,.0f} env steps/s"))
+                    rows.append((f"Breakout {backend:7s} x{num_envs}", f"{sps:,.0f} env steps/s"))
 
     if args.what in ("all", "update"):
         for net, batch in (("mlp", 64), ("nature_cnn", 32)):

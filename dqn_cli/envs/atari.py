@@ -1,4 +1,4 @@
-"""Atari (ALE) environments: the DQN preprocessing, three vectorisation backends, one protocol.
+"""Atari (ALE) environments: the DQN preprocessing, four vectorisation backends, one protocol.
 
 Every backend produces the same thing (the protocol of Machado et al. 2018, "Revisiting the ALE", and Mnih et al. 2015):
 
@@ -25,6 +25,9 @@ Backends (``env.vectorization``):
     ale-py's threaded C++ :class:`~ale_py.vector_env.AtariVectorEnv`, with its
     built-in preprocessing configured identically (no stacking, no episodic
     life, no clipping: those are done below, once for all backends).
+``envpool``
+    EnvPool's threaded C++ pool (the optional extra ``dqn-cli[envpool]``), configured the same
+    way, its next-step autoreset turned into SAME_STEP (:mod:`dqn_cli.envs.envpool_backend`).
 
 On top of any backend, :class:`AtariProtocol` applies the training protocol
 (``training=True``): episodic life (a lost life that is not game over
@@ -410,6 +413,10 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
     resolve_game(cfg.game)  # a clear error before any process starts
     if cfg.vectorization == "ale":
         envs: VectorEnv = make_ale_vector_env(cfg, num_envs)
+    elif cfg.vectorization == "envpool":
+        from dqn_cli.envs.envpool_backend import atari_vector_env
+
+        envs = atari_vector_env(cfg, num_envs, resolve_game(cfg.game)[0], max_frames(cfg))
     else:
         fns = [functools.partial(make_atari_env, cfg) for _ in range(num_envs)]
         if cfg.vectorization == "async":
@@ -417,6 +424,8 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
         elif cfg.vectorization == "sync":
             envs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
         else:
-            raise ConfigError(f"env.vectorization must be sync, async or ale for Atari, got {cfg.vectorization!r}")
+            raise ConfigError(
+                f"env.vectorization must be sync, async, ale or envpool for Atari, got {cfg.vectorization!r}"
+            )
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     return AtariProtocol(envs, training=training, episodic_life=cfg.episodic_life, clip_rewards=cfg.clip_rewards)

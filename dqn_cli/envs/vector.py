@@ -115,6 +115,10 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
         from dqn_cli.envs import atari
 
         envs = atari.make_vector_env(cfg, num_envs, seed, training)
+    elif cfg.vectorization == "envpool" and cfg.kind == "classic":
+        from dqn_cli.envs.envpool_backend import classic_vector_env
+
+        envs = classic_vector_env(cfg, num_envs)
     else:
         fns = [env_factory(cfg, training) for _ in range(num_envs)]
         if cfg.vectorization == "async":

@@ -94,7 +94,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
     """
     spec, device, resume_state = checked.spec, checked.device, checked.resume_state
     E = cfg.env.num_envs
-    env_workers = E if cfg.env.vectorization in ("async", "ale") else 0
+    env_workers = E if cfg.env.vectorization in ("async", "ale", "envpool") else 0
     torch.set_num_threads(torch_threads_for(cfg.torch_threads, env_workers))
     seed_globals(cfg.seed)
     *env_seeds, action_seed = seeds(cfg.seed, "train_envs", E + 1)

@@ -64,7 +64,9 @@ class EvalResult:
         }
 
 
-def eval_num_envs(episodes: int, cap: int = 16) -> int:
+def eval_num_envs(episodes: int, cap: int = 20) -> int:
+    """Envs of an evaluation: one per episode up to ``cap`` (CartPole's 20 episodes and MinAtar's or
+    Atari's 10 all play at once, so an evaluation lasts one episode, not two)."""
     return max(1, min(episodes, cap))
 
 
@@ -153,8 +155,7 @@ def capped(cfg: EnvConfig, max_episode_steps: int | None) -> EnvConfig:
 
 
 def make_eval_env(cfg: EnvConfig, episodes: int, seed: int, max_episode_steps: int | None = None) -> VectorEnv:
-    """The evaluation vector env: the full-game protocol, up to 16 envs (an Atari evaluation of 10
-    episodes plays them all at once), episodes capped at
+    """The evaluation vector env: the full-game protocol, up to 20 envs (:func:`eval_num_envs`), episodes capped at
     ``max_episode_steps`` agent steps (besides ``cfg``'s own limits) when given."""
     return make_vector_env(capped(cfg, max_episode_steps), eval_num_envs(episodes), seed, training=False)
 
@@ -247,8 +248,8 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     if cfg.video:
         from dqn_cli.run.video import check_video, record_episodes
 
-        if env_cfg.vectorization == "ale":
-            # ale-py's native vector env seeds its games its own way and cannot render:
+        if env_cfg.vectorization in ("ale", "envpool"):
+            # ale-py's and EnvPool's native vector envs seed their games their own way and cannot render:
             # play on Gymnasium's vector env of the same games, whose episodes a rendering env replays.
             env_cfg = dataclasses.replace(env_cfg, vectorization="async")
         check_video(env_cfg)  # a missing renderer fails now, not after the evaluation

@@ -3,7 +3,7 @@
 The run's saved ``.hydra/config.yaml`` is the config; the command line may only change what
 does not alter the experiment (budget, cadences, device, display), and a refused resume
 writes nothing. Classic-control envs are captured in the checkpoint and continue exactly;
-other envs start fresh episodes. What continues, and when a resume is bitwise exact:
+other envs (and EnvPool's, whose C++ state Python cannot read) start fresh episodes. What continues, and when a resume is bitwise exact:
 docs/resume.md in the repository.
 """
 
@@ -168,7 +168,7 @@ def capture_envs(envs, stacker, env_cfg: EnvConfig) -> dict | None:
     """The training envs' simulator state and the agent's stacked observations, as
     tensors, lists and numbers; None where the envs cannot be restored exactly
     (see the module docstring). Call between steps (the vector env idle)."""
-    if env_cfg.kind != "classic":
+    if env_cfg.kind != "classic" or env_cfg.vectorization == "envpool":
         return None
     units = envs.get_attr("unwrapped")  # async: the small env objects pickled back from the workers
     if not all(type(u).__module__.startswith(_EXACT_MODULE) for u in units):
