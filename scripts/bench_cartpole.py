@@ -5,6 +5,11 @@ steps); dqn runs its defaults. Both on the same seeds, one after the other in
 this process tree, and both judged the same way: the mean return of a final
 greedy evaluation over 20 episodes, solved at >= 475.
 
+Both are timed the same two ways: the whole process, from its start to its exit
+(imports, training and every evaluation: dqn's five of 20 episodes, SB3's final
+one), and training alone (dqn's summary ``wall_seconds``, which still includes
+its periodic evaluations; SB3's ``model.learn``). Both use one torch thread.
+
     .venv/bin/pip install stable-baselines3     # benchmark-only dependency
     .venv/bin/python scripts/bench_cartpole.py --seeds 1 2 3 4 5
 
@@ -39,7 +44,8 @@ ZOO = dict(
 )
 
 
-def run_sb3(seed: int, steps: int) -> dict:
+def sb3_child(seed: int, steps: int) -> None:
+    """Train and evaluate SB3's DQN in this process; print the result as JSON."""
     import gymnasium as gym
     import torch
     from stable_baselines3 import DQN
@@ -49,9 +55,20 @@ def run_sb3(seed: int, steps: int) -> dict:
     start = time.perf_counter()
     model = DQN("MlpPolicy", gym.make("CartPole-v1"), seed=seed, verbose=0, device="cpu", **ZOO)
     model.learn(total_timesteps=steps)
-    wall = time.perf_counter() - start
+    train = time.perf_counter() - start
     mean, std = evaluate_policy(model, gym.make("CartPole-v1"), n_eval_episodes=20, deterministic=True)
-    return {"seed": seed, "wall_seconds": wall, "final_eval_mean_return": float(mean)}
+    print(json.dumps({"train_seconds": train, "final_eval_mean_return": float(mean)}))
+
+
+def run_sb3(seed: int, steps: int) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--sb3-child", str(seed), str(steps)], capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return {"seed": seed, "wall_seconds": wall, **json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
 def run_dqn(seed: int, extra: list[str]) -> dict:
@@ -75,6 +92,9 @@ def run_dqn(seed: int, extra: list[str]) -> dict:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--sb3-child":
+        sb3_child(int(sys.argv[2]), int(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--sb3-steps", type=int, default=50_000)
@@ -88,10 +108,12 @@ def main() -> None:
         rows.append((seed, ours, theirs))
         print(
             f"seed {seed}: dqn {ours['final_eval_mean_return']:.1f} in {ours['wall_seconds']:.1f}s"
+            f" (training {ours['train_seconds']:.1f}s)"
             + (
                 ""
                 if theirs is None
                 else f" | sb3 {theirs['final_eval_mean_return']:.1f} in {theirs['wall_seconds']:.1f}s"
+                f" (training {theirs['train_seconds']:.1f}s)"
             ),
             flush=True,
         )
@@ -112,6 +134,9 @@ def main() -> None:
         result["sb3_solved"] = sum(t["final_eval_mean_return"] >= SOLVED for _, _, t in rows)
         result["sb3_mean_wall_seconds"] = sum(t["wall_seconds"] for _, _, t in rows) / len(rows)
         result["wall_time_ratio_dqn_over_sb3"] = result["dqn_mean_wall_seconds"] / result["sb3_mean_wall_seconds"]
+        result["dqn_mean_train_seconds"] = sum(o["train_seconds"] for _, o, _ in rows) / len(rows)
+        result["sb3_mean_train_seconds"] = sum(t["train_seconds"] for _, _, t in rows) / len(rows)
+        result["train_time_ratio_dqn_over_sb3"] = result["dqn_mean_train_seconds"] / result["sb3_mean_train_seconds"]
     print(json.dumps(result))
 
 
