@@ -17,6 +17,8 @@ Arms (each its own process, timed from its start, imports included):
   1,000, Adam 1e-3, Polyak tau 0.02 every 8 steps, epsilon 1 -> 0.05 over 10k steps (CleanRL does
   not anneal the rate; its network is its 120-84 MLP, no dueling, with the 1-step DQN target and
   MSE, where dqn runs a 128-128 dueling MLP with double Q, 3-step returns and Huber loss).
+* The same, with dqn given CleanRL's agent (``DQN_AS_CLEANRL``: its network, target, loss and
+  optimizer): the same work on both sides, so the two tools' speeds compare directly.
 * CartPole PQN: `dqn train algo=pqn` against CleanRL's `pqn.py` with dqn's PQN settings: 200k
   env steps, 16 envs x 32 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4 annealed to 0, epsilon
   1 -> 0.05 over 100k (CleanRL's network: 120-84 with LayerNorm; dqn's: 128-128 with LayerNorm).
@@ -64,6 +66,13 @@ CLEANRL_DQN = [
     "--batch-size", "256", "--learning-starts", "1000", "--train-frequency", "4",
     "--target-network-frequency", "8", "--tau", "0.02", "--exploration-fraction", "0.2",
     "--end-e", "0.05", "--gamma", "0.99",
+]  # fmt: skip
+# CleanRL dqn.py's agent in dqn's terms (its 120-84 MLP, the 1-step DQN target, MSE, Adam at a constant
+# 1e-3 with eps 1e-8, no gradient clipping) at the settings above: the tools compared doing the same work
+DQN_AS_CLEANRL = [
+    "network.hidden_sizes=[120,84]", "network.dueling=false", "double_q=false", "replay.n_step=1", "loss=mse",
+    "optimizer.lr_end=null", "optimizer.eps=1e-8", "optimizer.max_grad_norm=null", "tau=0.02",
+    "target_update_period=8", "schedule.epsilon_decay_steps=10000",
 ]  # fmt: skip
 # dqn's PQN CartPole preset (configs/algo_env/pqn_cartpole.yaml) in CleanRL pqn.py's arguments
 CLEANRL_PQN = [
@@ -230,20 +239,21 @@ def time_to_solve(result: dict) -> float | None:
     return None
 
 
-def cartpole(checkout: Path, seeds: list[int]) -> dict:
+def cartpole(checkout: Path, seeds: list[int], only: list[str] | None = None) -> dict:
     arms = {
         "dqn train": lambda s: run_dqn(s, []),
+        "dqn train, CleanRL's agent": lambda s: run_dqn(s, DQN_AS_CLEANRL),
         "CleanRL dqn.py": lambda s: run_cleanrl(checkout, "dqn", s, CLEANRL_DQN),
         "dqn train algo=pqn": lambda s: run_dqn(s, ["algo=pqn"]),
         "CleanRL pqn.py": lambda s: run_cleanrl(checkout, "pqn", s, CLEANRL_PQN),
     }
-    updates = {"dqn train": None, "CleanRL dqn.py": (50_000 - 1_000) // 4, "dqn train algo=pqn": None}
-    updates["CleanRL pqn.py"] = (200_000 // (16 * 32)) * 4 * 4
+    arms = {k: v for k, v in arms.items() if only is None or k in only}
+    updates = {"CleanRL dqn.py": (50_000 - 1_000) // 4, "CleanRL pqn.py": (200_000 // (16 * 32)) * 4 * 4}
     runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in seeds:
         for arm, fn in arms.items():
             r = fn(seed)
-            r.setdefault("updates", updates[arm])
+            r.setdefault("updates", updates.get(arm))
             runs[arm].append(r)
             solved = time_to_solve(r)
             print(
@@ -265,8 +275,12 @@ def cartpole(checkout: Path, seeds: list[int]) -> dict:
             "env_steps_per_second": steps / wall,
             "updates_per_second": rs[0]["updates"] / wall,
         }
-    for ours, theirs in (("dqn train", "CleanRL dqn.py"), ("dqn train algo=pqn", "CleanRL pqn.py")):
-        table[ours]["wall_ratio_vs_cleanrl"] = table[ours]["median_wall_seconds"] / table[theirs]["median_wall_seconds"]
+    pairs = [("dqn train", "CleanRL dqn.py"), ("dqn train, CleanRL's agent", "CleanRL dqn.py")]
+    for ours, theirs in [*pairs, ("dqn train algo=pqn", "CleanRL pqn.py")]:
+        if ours in table and theirs in table:
+            table[ours]["wall_ratio_vs_cleanrl"] = (
+                table[ours]["median_wall_seconds"] / table[theirs]["median_wall_seconds"]
+            )
     return table
 
 
@@ -305,12 +319,13 @@ def main() -> None:
     parser.add_argument("--breakout-steps", type=int, default=20_000)
     parser.add_argument("--breakout-learning-starts", type=int, default=5_000)
     parser.add_argument("--backends", nargs="+", default=["sync", "async", "ale", "envpool"])
+    parser.add_argument("--arms", nargs="+", help="CartPole arms to run (default: all), by their table names")
     args = parser.parse_args()
     if not (args.cleanrl / "cleanrl").is_dir():
         parser.error(f"--cleanrl {args.cleanrl}: not a CleanRL checkout (no cleanrl/ folder in it)")
     result: dict = {"machine": f"{os.cpu_count()} CPU cores", "seeds": args.seeds}
     if "cartpole" in args.what:
-        result["cartpole"] = cartpole(args.cleanrl, args.seeds)
+        result["cartpole"] = cartpole(args.cleanrl, args.seeds, args.arms)
         print()
         print(f"{'CartPole-v1':20s} | solved (final) | median s to solve | median wall s | env steps/s | updates/s")
         for arm, row in result["cartpole"].items():

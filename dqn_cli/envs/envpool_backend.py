@@ -91,7 +91,7 @@ class EnvPoolVectorEnv(VectorEnv):
     def _make(self, seeds: list[int]) -> None:
         if self._pool is not None and seeds == self._seeds:
             return
-        self.close()
+        self._pool = None  # EnvPool stops the old pool's threads when it is collected
         self._pool = _envpool().make(
             self.task_id,
             env_type="gymnasium",
