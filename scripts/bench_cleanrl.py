@@ -224,10 +224,8 @@ def run_dqn(seed: int, overrides: list[str]) -> dict:
         summary = json.loads((Path(tmp) / "summary.json").read_text())
         events = EventAccumulator(str(Path(tmp) / "tb"), size_guidance={"scalars": 0})
         events.Reload()
-        evals = [
-            {"env_step": e.step, "mean_return": e.value, "seconds": e.wall_time - start}
-            for e in events.Scalars("eval/mean_return")
-        ]
+        scalars = events.Scalars("eval/mean_return") if "eval/mean_return" in events.Tags()["scalars"] else []
+        evals = [{"env_step": e.step, "mean_return": e.value, "seconds": e.wall_time - start} for e in scalars]
     return {**summary, "wall_seconds": wall, "evals": evals}
 
 
