@@ -114,17 +114,24 @@ def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def gradient_step(optimizer: torch.optim.Optimizer, network: nn.Module, loss: torch.Tensor, max_grad_norm) -> float:
-    """One optimizer step on ``loss``, the global gradient norm clipped to ``max_grad_norm`` (None:
-    not clipped); returns the norm before clipping."""
+def gradient_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor, max_grad_norm):
+    """One optimizer step on ``loss``, the global gradient norm of ``params`` clipped to
+    ``max_grad_norm`` (None: not clipped). Returns the norm before clipping, a 0-d tensor left on
+    the device (reading it is a host sync; the loops read it only when they log).
+
+    The norm and the clip are clip_grad_norm_'s own ops (a foreach norm per tensor, the norm of
+    those, a foreach multiply by min(1, max_norm / (norm + 1e-6))), so the result is the same to
+    the bit, without its per-call regrouping of the tensors by device and dtype: on a small
+    Q-network each op's dispatch, not its arithmetic, is what an update costs.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     if max_grad_norm is not None:
-        grad_norm = nn.utils.clip_grad_norm_(network.parameters(), max_grad_norm, foreach=True)
-    else:
-        grad_norm = nn.utils.get_total_norm([p.grad for p in network.parameters() if p.grad is not None])
+        torch._foreach_mul_(grads, torch.clamp(max_grad_norm / (norm + 1e-6), max=1.0))
     optimizer.step()
-    return float(grad_norm)
+    return norm
 
 
 def compiled(fn, device: torch.device):
@@ -159,11 +166,28 @@ class EpsilonGreedy:
 
 
 class UpdateInfo(NamedTuple):
+    """What one update reports. The tensors stay on the device, so an update costs no host sync
+    beyond its loss (checked for finiteness every step); the properties read them."""
+
     td_loss: float  # mean (weighted) loss of the batch
-    q_values: float  # mean Q(s, a) of the batch
-    td_errors: np.ndarray  # float32 (B,), PER priorities: y - Q(s, a), or C51's per-sample KL
-    grad_norm: float  # global gradient norm before clipping
+    q: torch.Tensor  # float (B,) Q(s, a) of the batch, detached
+    priorities: torch.Tensor  # float (B,) PER priorities: y - Q(s, a), or the per-sample KL / quantile loss
+    grad_norm_tensor: torch.Tensor  # 0-d, the global gradient norm before clipping
     loss_name: str = "td_loss"  # its TensorBoard name: losses/td_loss, or losses/c51_loss
+
+    @property
+    def q_values(self) -> float:
+        """Mean Q(s, a) of the batch."""
+        return float(self.q.float().mean())
+
+    @property
+    def grad_norm(self) -> float:
+        return float(self.grad_norm_tensor)
+
+    @property
+    def td_errors(self) -> np.ndarray:
+        """The priorities on the host, float32 (B,)."""
+        return self.priorities.float().cpu().numpy()
 
 
 class DQNAgent:
@@ -195,6 +219,10 @@ class DQNAgent:
     ):
         self.q_network = q_network
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
+        self.params = list(q_network.parameters())
+        self.loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
+            type(q_network), "td_loss"
+        )
         self.optimizer = build_optimizer(optimizer_cfg, q_network.parameters())
         self.max_grad_norm = optimizer_cfg.max_grad_norm
         self.n_actions = n_actions
@@ -235,13 +263,8 @@ class DQNAgent:
         for layer in self.online_noise + self.target_noise:  # NoisyNet: new noise for every update, per network
             layer.reset_noise()
         loss, q, priorities = self.losses(obs, actions, returns, next_obs, discounts, weights)
-        grad_norm = gradient_step(self.optimizer, self.q_network, loss, self.max_grad_norm)
-
-        td_errors = priorities.float().cpu().numpy()
-        loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
-            type(self.q_network), "td_loss"
-        )
-        return UpdateInfo(float(loss.detach()), float(q.detach().mean()), td_errors, grad_norm, loss_name)
+        grad_norm = gradient_step(self.optimizer, self.params, loss, self.max_grad_norm)
+        return UpdateInfo(float(loss.detach()), q.detach(), priorities.detach(), grad_norm, self.loss_name)
 
     def _losses(self, obs, actions, returns, next_obs, discounts, weights):
         """The batch's (importance-weighted) mean loss, Q(s, a) (B,) and the PER priorities (B,)."""

@@ -78,6 +78,7 @@ class PQNAgent:
     ):
         self.q_network = q_network
         self.optimizer = build_optimizer(optimizer_cfg, q_network.parameters())
+        self.params = list(q_network.parameters())
         self.max_grad_norm = optimizer_cfg.max_grad_norm
         self.n_actions = n_actions
         self.device = device
@@ -117,7 +118,7 @@ class PQNAgent:
             order = torch.from_numpy(self.policy.rng.permutation(n)).to(self.device)
             for chunk in torch.tensor_split(order, minibatches):
                 loss, q = self.loss(obs_t[chunk], actions_t[chunk], returns_t[chunk])
-                grad_norm = gradient_step(self.optimizer, self.q_network, loss, self.max_grad_norm)
+                grad_norm = gradient_step(self.optimizer, self.params, loss, self.max_grad_norm)
                 updates += 1
                 info = (loss, q, grad_norm)
         loss, q, grad_norm = info

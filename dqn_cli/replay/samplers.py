@@ -42,6 +42,8 @@ class Storage(Protocol):
 class Sampler(Protocol):
     """What a replay buffer asks of its sampling distribution."""
 
+    uses_priorities: bool  # whether update_priorities does anything (the learner can skip the call)
+
     def attach(self, num_slots: int) -> None:
         """Size the sampler for a buffer of ``num_slots`` flat slots (called once by the buffer)."""
 
@@ -70,6 +72,8 @@ class Sampler(Protocol):
 
 class UniformSampler:
     """Uniform over the valid slots (Mnih et al. 2015); importance weights 1."""
+
+    uses_priorities = False
 
     def attach(self, num_slots: int) -> None:
         pass
@@ -131,6 +135,8 @@ class PrioritizedSampler:
         eps: added to ``|delta|`` so no valid transition has zero priority.
         branching, top_size: the trees' shape (:mod:`dqn_cli.replay.sum_tree`).
     """
+
+    uses_priorities = True
 
     def __init__(
         self,

@@ -309,6 +309,11 @@ class ReplayBuffer:
             weights=weights,
         )
 
+    @property
+    def uses_priorities(self) -> bool:
+        """Whether the sampler reads the TD errors of its batches (prioritized replay)."""
+        return self.sampler.uses_priorities
+
     def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
         """The TD errors of a sampled batch (``Batch.indices``): priorities, for a prioritized sampler."""
         self.sampler.update_priorities(self, indices, td_errors)

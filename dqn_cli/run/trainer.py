@@ -146,7 +146,8 @@ def learn(run: Run):
         agent.set_learning_rate(run.learning_rate(n.env_steps))
         batch = replay.sample(cfg.batch_size, beta=run.beta(n.env_steps))
         info = agent.update(batch)
-        replay.update_priorities(batch.indices, info.td_errors)
+        if replay.uses_priorities:  # (prioritized replay: the one host copy an update needs)
+            replay.update_priorities(batch.indices, info.td_errors)
         n.updates += 1
         if not np.isfinite(info.td_loss):
             raise NonFiniteLoss(n.env_steps, info.td_loss)
