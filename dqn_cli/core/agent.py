@@ -223,7 +223,7 @@ class DQNAgent:
         self.loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
             type(q_network), "td_loss"
         )
-        self.optimizer = build_optimizer(optimizer_cfg, q_network.parameters())
+        self.optimizer = build_optimizer(optimizer_cfg, self.params)
         self.max_grad_norm = optimizer_cfg.max_grad_norm
         self.n_actions = n_actions
         self.double_q = double_q

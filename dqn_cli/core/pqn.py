@@ -77,8 +77,8 @@ class PQNAgent:
         compile: bool = False,
     ):
         self.q_network = q_network
-        self.optimizer = build_optimizer(optimizer_cfg, q_network.parameters())
         self.params = list(q_network.parameters())
+        self.optimizer = build_optimizer(optimizer_cfg, self.params)
         self.max_grad_norm = optimizer_cfg.max_grad_norm
         self.n_actions = n_actions
         self.device = device
