@@ -220,6 +220,13 @@ class DQNAgent:
         self.q_network = q_network
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
         self.params = list(q_network.parameters())
+        # the tensors update_target pairs up, listed once: walking the modules costs more than the lerp
+        self.sync_online = self.params + list(q_network.buffers())
+        self.sync_target = list(self.target_network.parameters()) + list(self.target_network.buffers())
+        self.sync_float = (
+            [t for t in self.sync_target if t.is_floating_point()],
+            [o for o in self.sync_online if o.is_floating_point()],
+        )
         self.loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
             type(q_network), "td_loss"
         )
@@ -322,17 +329,11 @@ class DQNAgent:
         target period that passed: a vector step of many envs can pass several), done at once
         as one update with ``1 - (1 - tau)**times``; tau = 1 is the hard copy."""
         tau = 1.0 - (1.0 - tau) ** times
-        online = list(self.q_network.parameters()) + list(self.q_network.buffers())
-        target = list(self.target_network.parameters()) + list(self.target_network.buffers())
         if tau >= 1.0:
-            for t, o in zip(target, online):
+            for t, o in zip(self.sync_target, self.sync_online):
                 t.copy_(o)
         else:
-            torch._foreach_lerp_(
-                [t for t in target if t.is_floating_point()],
-                [o for o in online if o.is_floating_point()],
-                tau,
-            )
+            torch._foreach_lerp_(*self.sync_float, tau)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
