@@ -313,7 +313,10 @@ class DQNAgent:
         rows = torch.arange(obs.shape[0], device=obs.device)
         with torch.no_grad():
             next_log_p = target_net.log_probs(next_obs)  # (B, A, N)
-            next_q = (net if self.double_q else target_net)(next_obs)  # (B, A)
+            if self.double_q:
+                next_q = net(next_obs)  # (B, A)
+            else:  # the target network's own mean Q, from the distribution already computed
+                next_q = (next_log_p.exp() * target_net.support).sum(dim=-1)
             next_probs = next_log_p[rows, next_q.argmax(dim=1)].exp()
             m = categorical_projection(next_probs, returns, discounts, net.support)
         log_p = net.log_probs(obs)[rows, actions]  # (B, N)
