@@ -89,11 +89,13 @@ def test_nature_dqn_on_atari_is_the_papers_agent():
 
 def test_c51_and_qr_dqn_switch_the_head_only_on_small_envs_and_take_the_papers_values_on_atari():
     dqn = to_dict(compose())
-    for algo, head, also in (("c51", "c51", set()), ("qr_dqn", "qr", {"optimizer", "train_every"})):
+    # on CartPole C51 is the paper's (no dueling, the DQN target) and QR keeps the agent at twice its rate
+    for algo, head, also in (("c51", "c51", {"double_q"}), ("qr_dqn", "qr", {"optimizer"})):
         cfg = to_dict(compose(f"algo={algo}"))
         changed = {k for k in dqn if dqn[k] != cfg[k]}
         assert changed == {"algo", "network", *also} and cfg["network"]["distributional"] == head
     c51 = compose("algo=c51")
+    assert not c51.double_q and not c51.network.dueling and c51.network.norm == compose().network.norm == "layer"
     assert (c51.network.v_min, c51.network.v_max) == (0.0, 100.0)  # CartPole's returns: [0, 1 / (1 - gamma)]
     acrobot = compose("algo=c51", "env=classic", "env.id=Acrobot-v1")  # -1 per step: negative returns too
     assert (acrobot.network.v_min, acrobot.network.v_max) == (-100.0, 100.0)

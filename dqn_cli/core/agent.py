@@ -101,8 +101,7 @@ def quantile_huber_loss(theta: torch.Tensor, target: torch.Tensor, taus: torch.T
     u = target[:, None, :] - theta[:, :, None]  # (B, N, N')
     # torch's fused Huber kernel: B x N x N' elements make this the update's largest tensor
     huber = F.huber_loss(u, torch.zeros((), dtype=u.dtype, device=u.device).expand_as(u), reduction="none", delta=kappa)
-    tau = taus[None, :, None]
-    weight = torch.where(u.detach() < 0, 1.0 - tau, tau)  # |tau - 1{u < 0}|
+    weight = (taus[None, :, None] - (u.detach() < 0).to(u.dtype)).abs()  # |tau - 1{u < 0}|, as written
     return (weight * huber).mean(dim=2).sum(dim=1) / kappa
 
 
