@@ -45,8 +45,9 @@ def env_steps_per_second(env_cfg, num_envs: int, seconds: float) -> float:
 
 
 def updates_per_second(net_name: str, device, seconds: float, batch_size: int, compile: bool = False) -> float:
-    """Gradient steps/s of the default network for CartPole (mlp) or Atari (nature_cnn), eager or
-    torch.compile'd (compile=true; its compilation, in the warm-up, is not timed)."""
+    """Gradient steps/s of the default network for CartPole (mlp), MinAtar (minatar_cnn, Breakout's
+    4 channels) or Atari (nature_cnn), eager or torch.compile'd (compile=true; its compilation, in
+    the warm-up, is not timed)."""
     import torch
 
     from dqn_cli.config import NetworkConfig, OptimizerConfig
@@ -57,11 +58,16 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int, c
     if net_name == "mlp":
         obs_shape, dtype, n_actions = (1, 4), np.float32, 2
         net_cfg = NetworkConfig(name="mlp")
+    elif net_name == "minatar_cnn":
+        obs_shape, dtype, n_actions = (1, 4, 10, 10), np.bool_, 6
+        net_cfg = NetworkConfig(name="minatar_cnn", cnn_hidden=128)  # the MinAtar preset's width
     else:
         obs_shape, dtype, n_actions = (4, 84, 84), np.uint8, 4
         net_cfg = NetworkConfig(name="nature_cnn")
     rng = np.random.default_rng(0)
-    if dtype == np.uint8:
+    if dtype == np.bool_:  # MinAtar's 0/1 cells, stored as uint8
+        obs = (rng.random((batch_size, *obs_shape)) < 0.1).astype(np.uint8)
+    elif dtype == np.uint8:
         obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
     else:
         obs = rng.standard_normal((batch_size, *obs_shape)).astype(np.float32)
@@ -140,7 +146,7 @@ def main(argv: list[str]) -> int:
                     rows.append((f"Breakout {backend:7s} x{num_envs}", f"{sps:,.0f} env steps/s"))
 
     if args.what in ("all", "update"):
-        for net, batch in (("mlp", 64), ("nature_cnn", 32)):
+        for net, batch in (("mlp", 64), ("minatar_cnn", 256), ("nature_cnn", 32)):  # MinAtar: its preset's batch
             ups = updates_per_second(net, device, seconds, batch)
             figures[f"{net}_updates_per_second"] = round(ups, 1)
             rows.append((f"update {net} batch {batch} on {device}", f"{ups:,.1f} updates/s"))
