@@ -55,22 +55,16 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int, c
     from dqn_cli.core.networks import build_network
     from dqn_cli.replay.storage import Batch
 
-    if net_name == "mlp":
-        obs_shape, dtype, n_actions = (1, 4), np.float32, 2
-        net_cfg = NetworkConfig(name="mlp")
-    elif net_name == "minatar_cnn":
-        obs_shape, dtype, n_actions = (1, 4, 10, 10), np.bool_, 6
-        net_cfg = NetworkConfig(name="minatar_cnn", cnn_hidden=128)  # the MinAtar preset's width
-    else:
-        obs_shape, dtype, n_actions = (4, 84, 84), np.uint8, 4
-        net_cfg = NetworkConfig(name="nature_cnn")
     rng = np.random.default_rng(0)
-    if dtype == np.bool_:  # MinAtar's 0/1 cells, stored as uint8
-        obs = (rng.random((batch_size, *obs_shape)) < 0.1).astype(np.uint8)
-    elif dtype == np.uint8:
-        obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
-    else:
+    if net_name == "mlp":
+        obs_shape, n_actions, net_cfg = (1, 4), 2, NetworkConfig(name="mlp")
         obs = rng.standard_normal((batch_size, *obs_shape)).astype(np.float32)
+    elif net_name == "minatar_cnn":  # the MinAtar preset's width; 0/1 cells stored as uint8
+        obs_shape, n_actions, net_cfg = (1, 4, 10, 10), 6, NetworkConfig(name="minatar_cnn", cnn_hidden=128)
+        obs = (rng.random((batch_size, *obs_shape)) < 0.1).astype(np.uint8)
+    else:
+        obs_shape, n_actions, net_cfg = (4, 84, 84), 4, NetworkConfig(name="nature_cnn")
+        obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
     batch = Batch(
         obs,
         rng.integers(n_actions, size=batch_size),
