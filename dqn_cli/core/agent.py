@@ -315,14 +315,14 @@ class DQNAgent:
             if self.double_q:
                 next_q = net(next_obs)  # (B, A)
             else:  # the target network's own mean Q, from the distribution already computed
-                next_q = (next_log_p.exp() * target_net.support).sum(dim=-1)
+                next_q = target_net.mean(next_log_p)
             next_probs = next_log_p[rows, next_q.argmax(dim=1)].exp()
             m = categorical_projection(next_probs, returns, discounts, net.support)
         log_p = net.log_probs(obs)[rows, actions]  # (B, N)
         cross_entropy = -(m * log_p).sum(dim=1)
         with torch.no_grad():
             kl = cross_entropy - (-(m * torch.log(m.clamp_min(1e-12))).sum(dim=1))  # CE - H(m) >= 0
-            q = (log_p.exp() * net.support).sum(dim=1)
+            q = net.mean(log_p)
         return cross_entropy, q, kl
 
     @torch.no_grad()

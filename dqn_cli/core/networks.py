@@ -214,8 +214,12 @@ class DistributionalQNetwork(QNetwork):
         logits = self.head(self.torso(obs)).view(-1, self.n_actions, self.support.numel())
         return torch.log_softmax(logits, dim=-1)
 
+    def mean(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """The expected return of each distribution, (...,) from log-probabilities (..., atoms)."""
+        return (log_probs.exp() * self.support).sum(dim=-1)
+
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return (self.log_probs(obs).exp() * self.support).sum(dim=-1)
+        return self.mean(self.log_probs(obs))
 
 
 class QuantileQNetwork(QNetwork):
