@@ -262,6 +262,9 @@ def test_unknown_key_and_group_option_fail_cleanly():
     for override, line in (
         ("network.hiden_sizes=[3]", "network.hiden_sizes: no such key; did you mean network.hidden_sizes?"),
         ("optimizer.lrr=1", "optimizer.lrr: no such key; did you mean optimizer.lr?"),
+        # a key of a group given at the top level: pointed to its group
+        ("video=true", "video: no such key; did you mean eval.video?"),
+        ("lr=1e-4", "lr: no such key; did you mean optimizer.lr?"),
         ("network=transformer", "network=transformer: no such option; choose one of minatar_cnn, mlp, nature_cnn"),
     ):
         proc = run_dqn("train", override)

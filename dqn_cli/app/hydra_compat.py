@@ -162,18 +162,35 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
 
 def unknown_key(full_key: str, schema: type) -> str:
     """``"network.hiden_sizes: no such key; did you mean network.hidden_sizes? ..."`` for a key
-    that ``schema`` (the dataclass holding it) does not have."""
+    that ``schema`` (the dataclass holding it) does not have. A key that lives one group down
+    is pointed to there: ``video=true`` -> ``did you mean eval.video?``."""
     import difflib
 
     parent, _, key = full_key.rpartition(".")
     names = [f.name for f in fields(schema)]
     close = difflib.get_close_matches(key, names, n=1)
-    hint = (
-        f"did you mean {'.'.join(filter(None, (parent, close[0])))}?"
-        if close
-        else (f"{schema.__name__} has {', '.join(names)}")
-    )
+    nested = [path for path in _nested_keys(schema) if path.rpartition(".")[2] == key]
+    if close:
+        hint = f"did you mean {'.'.join(filter(None, (parent, close[0])))}?"
+    elif nested:
+        hint = f"did you mean {' or '.join('.'.join(filter(None, (parent, p))) for p in nested)}?"
+    else:
+        hint = f"{schema.__name__} has {', '.join(names)}"
     return f"{full_key}: no such key; {hint} (dqn train --cfg job shows every key)"
+
+
+def _nested_keys(schema: type) -> list[str]:
+    """``["env.num_envs", ..., "eval.video", ...]``: the keys of the dataclass groups that
+    ``schema``'s fields hold, one level down."""
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    return [
+        f"{f.name}.{g.name}"
+        for f in fields(schema)
+        if is_dataclass(hints.get(f.name))
+        for g in fields(hints[f.name])
+    ]
 
 
 def record_run_config(run_dir: Path, hc, config) -> None:
