@@ -110,7 +110,11 @@ def test_eval_episodes_zero_skips_evaluation_and_returns_the_training_mean(tmp_p
     assert summary["objective"] == pytest.approx(np.mean(returns[-100:]))
     assert summary["objective_is"] == "train_last100_mean_return"
     assert read_csv(run / "evals.csv") == []
-    assert "no evaluation (eval.episodes=0)" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "no evaluation (eval.episodes=0)" in log
+    # the closing hint names only what exists: no best.pt, no evaluation curve
+    assert not (run / "checkpoints" / "best.pt").exists()
+    assert f"next: dqn eval checkpoint={run} | " in log and f"dqn plot {run} --metric train" in log
 
 
 def test_an_untrained_atari_agent_evaluation_ends_quickly(tmp_path):

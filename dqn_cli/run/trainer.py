@@ -89,12 +89,9 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Cal
         run_dir,
     )
     if not multirun:  # (a sweep prints its summary table instead)
-        log.info(
-            "next: dqn eval checkpoint=%s [which=best] | tensorboard --logdir %s | dqn plot %s",
-            run_dir,
-            run_dir,
-            run_dir,
-        )
+        best = " [which=best]" if (run_dir / "checkpoints" / "best.pt").exists() else ""
+        plot = f"dqn plot {run_dir}" + ("" if summary["final_eval_mean_return"] is not None else " --metric train")
+        log.info("next: dqn eval checkpoint=%s%s | tensorboard --logdir %s | %s", run_dir, best, run_dir, plot)
     return summary
 
 
