@@ -79,3 +79,21 @@ def test_a_run_saved_before_a_key_existed_groups_with_one_at_its_default(tmp_pat
     groups = group_runs([read_run(tmp_path / n) for n in ("old", "new", "other")])
     assert sorted(len(g.runs) for g in groups) == [1, 2]
     assert {g.label for g in groups} == {"algo=dqn", "algo=rainbow"}  # not the keys rainbow switches
+
+
+def test_with_several_algos_a_panel_with_one_algo_still_names_it(tmp_path):
+    """MinAtar by algo: Seaquest ran only dqn, and its line says algo=dqn as the other panels' do."""
+    from dqn_cli.app.plot import group_runs, read_run
+    from dqn_cli.config import TrainConfig, to_dict
+
+    base = to_dict(TrainConfig())
+    runs = {
+        "a_dqn": {**base, "env": {**base["env"], "id": "A-v0"}},
+        "a_pqn": {**base, "env": {**base["env"], "id": "A-v0"}, "algo": "pqn"},
+        "b_dqn": {**base, "env": {**base["env"], "id": "B-v0"}},
+    }
+    for name, config in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+    groups = group_runs([read_run(tmp_path / n) for n in runs])
+    assert sorted((g.env, g.label) for g in groups) == [("A-v0", "algo=dqn"), ("A-v0", "algo=pqn"), ("B-v0", "algo=dqn")]

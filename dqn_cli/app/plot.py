@@ -213,6 +213,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups = []
     for (env, _), members in by_key.items():
         groups.append(Group(env, "", members))
+    # with several algos in the plot, every line names its algo, also in a panel where only one ran
+    algo_differs = len({g.runs[0].config.get("algo") for g in groups}) > 1
     for env in {g.env for g in groups}:  # label each group by the keys that tell it from its panel's others
         same_env = [g for g in groups if g.env == env]
         keys = sorted({k for g in same_env for k in g.runs[0].config})
@@ -220,7 +222,6 @@ def group_runs(runs: list[Run]) -> list[Group]:
             # an algo names its switches: beside it, only what differs among the groups of the same algo
             algo = g.runs[0].config.get("algo")
             between = [h for h in same_env if h.runs[0].config.get("algo") == algo]
-            algo_differs = len({h.runs[0].config.get("algo") for h in same_env}) > 1
             differing = [k for k in keys if len({h.runs[0].config.get(k) for h in between}) > 1]
             parts = [f"{k}={json.loads(g.runs[0].config[k]) if k in g.runs[0].config else '-'}" for k in differing]
             if algo_differs:
