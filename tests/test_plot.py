@@ -96,4 +96,8 @@ def test_with_several_algos_a_panel_with_one_algo_still_names_it(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
     groups = group_runs([read_run(tmp_path / n) for n in runs])
-    assert sorted((g.env, g.label) for g in groups) == [("A-v0", "algo=dqn"), ("A-v0", "algo=pqn"), ("B-v0", "algo=dqn")]
+    assert sorted((g.env, g.label) for g in groups) == [
+        ("A-v0", "algo=dqn"),
+        ("A-v0", "algo=pqn"),
+        ("B-v0", "algo=dqn"),
+    ]

@@ -186,10 +186,7 @@ def _nested_keys(schema: type) -> list[str]:
 
     hints = typing.get_type_hints(schema)
     return [
-        f"{f.name}.{g.name}"
-        for f in fields(schema)
-        if is_dataclass(hints.get(f.name))
-        for g in fields(hints[f.name])
+        f"{f.name}.{g.name}" for f in fields(schema) if is_dataclass(hints.get(f.name)) for g in fields(hints[f.name])
     ]
 
 
