@@ -122,6 +122,7 @@ class PQNConfig:
     epochs: int = 2  # passes over each rollout
     minibatches: int = 32  # minibatches per pass; each holds num_envs * rollout_steps / minibatches transitions
     q_lambda: float = 0.65  # lambda of the Q(lambda) returns
+    reward_scale: float = 1.0  # rewards are multiplied by it in the returns (Q values come out in its units)
 
 
 @dataclass
@@ -406,6 +407,7 @@ def _check_pqn(cfg: TrainConfig) -> None:
         f"got {p.minibatches}",
     )
     _check(0 <= p.q_lambda <= 1, f"pqn.q_lambda must be in [0, 1], got {p.q_lambda}")
+    _check(p.reward_scale > 0, f"pqn.reward_scale must be > 0, got {p.reward_scale}")
     _check(
         cfg.network.distributional == "none" and not cfg.network.noisy,
         "algo=pqn learns expected Q-values with epsilon-greedy exploration; "

@@ -89,6 +89,23 @@ def test_the_loop_bootstraps_a_truncated_episode_from_its_final_observation(monk
     assert all(f.shape[1:] == (1, 4) for f in finals)  # whole stacks of CartPole's (4,) states
 
 
+def test_returns_are_in_units_of_the_scaled_reward(monkeypatch, tmp_path):
+    """pqn.reward_scale multiplies CartPole's reward of 1 per step before the returns (purejaxql's
+    REW_SCALE); the CartPole preset uses 0.1."""
+    seen = []
+    real = pqn_loop.q_lambda_returns
+
+    def recording(rewards, *args):
+        seen.append(rewards.copy())
+        return real(rewards, *args)
+
+    monkeypatch.setattr(pqn_loop, "q_lambda_returns", recording)
+    cfg = tiny("algo=pqn", "total_steps=128", "env.num_envs=4", "pqn.rollout_steps=16", "pqn.reward_scale=0.1")
+    trainer.train(cfg, tmp_path)
+    assert len(seen) == 2 and all(np.allclose(r, 0.1) for r in seen)
+    assert compose("algo=pqn").pqn.reward_scale == 0.1 and compose("env=minatar", "algo=pqn").pqn.reward_scale == 1.0
+
+
 def test_layer_norm_normalises_every_hidden_layer():
     cfg = compose("algo=pqn").network
     assert cfg.norm == "layer" and not cfg.dueling

@@ -80,7 +80,12 @@ def pqn_loop(run: Run, stop: StopRequest) -> None:
         rollout.next_values[T - 1, last] = agent.max_q(run.obs)[last]
         # 2. Q(lambda) returns.
         returns = q_lambda_returns(
-            rollout.rewards, rollout.next_values, rollout.terminated, rollout.ended, cfg.gamma, p.q_lambda
+            rollout.rewards * p.reward_scale,
+            rollout.next_values,
+            rollout.terminated,
+            rollout.ended,
+            cfg.gamma,
+            p.q_lambda,
         )
         # 3. Learn from the rollout, then forget it.
         agent.set_learning_rate(run.learning_rate(n.env_steps))
