@@ -13,15 +13,16 @@ process on both sides.
 Arms (each its own process, timed from its start, imports included):
 
 * CartPole DQN: `dqn train` (its defaults) against CleanRL's `dqn.py` given dqn's settings where
-  its command line has them: 50k env steps, one update of batch 256 every 4 env steps from step
+  its command line has them: 50k env steps, one update of batch 384 every 6 env steps from step
   1,000, Adam 1e-3, Polyak tau 0.02 every 8 steps, epsilon 1 -> 0.05 over 10k steps (CleanRL does
   not anneal the rate; its network is its 120-84 MLP, no dueling, with the 1-step DQN target and
-  MSE, where dqn runs a 128-128 dueling MLP with double Q, 3-step returns and Huber loss).
+  MSE, where dqn runs a 128-128 dueling LayerNorm MLP with double Q, 3-step returns and Huber loss).
 * The same, with dqn given CleanRL's agent (``DQN_AS_CLEANRL``: its network, target, loss and
   optimizer): the same work on both sides, so the two tools' speeds compare directly.
 * CartPole PQN: `dqn train algo=pqn` against CleanRL's `pqn.py` with dqn's PQN settings: 200k
   env steps, 16 envs x 32 steps, 4 epochs of 4 minibatches, RAdam 2.5e-4 annealed to 0, epsilon
-  1 -> 0.05 over 100k (CleanRL's network: 120-84 with LayerNorm; dqn's: 128-128 with LayerNorm).
+  1 -> 0.05 over 100k (CleanRL's network: 120-84 with LayerNorm; dqn's: 128-128 with LayerNorm;
+  CleanRL has no reward scale, dqn's preset scales rewards by 0.1: the same work, other learning).
 * Breakout: end-to-end env steps/s with learning on (one update of batch 32 every 4 steps from
   step ``--breakout-learning-starts``) of CleanRL's `dqn_atari.py` against `dqn train
   env=breakout` on each backend.
@@ -63,14 +64,15 @@ EVAL_EPISODES = 20
 # dqn's CartPole preset (configs/env/cartpole.yaml) in CleanRL dqn.py's arguments
 CLEANRL_DQN = [
     "--total-timesteps", "50000", "--learning-rate", "1e-3", "--buffer-size", "100000",
-    "--batch-size", "256", "--learning-starts", "1000", "--train-frequency", "4",
+    "--batch-size", "384", "--learning-starts", "1000", "--train-frequency", "6",
     "--target-network-frequency", "8", "--tau", "0.02", "--exploration-fraction", "0.2",
     "--end-e", "0.05", "--gamma", "0.99",
 ]  # fmt: skip
 # CleanRL dqn.py's agent in dqn's terms (its 120-84 MLP, the 1-step DQN target, MSE, Adam at a constant
-# 1e-3 with eps 1e-8, no gradient clipping) at the settings above: the tools compared doing the same work
+# 1e-3 with eps 1e-8, no gradient clipping, no LayerNorm) at the settings above: the tools compared doing
+# the same work
 DQN_AS_CLEANRL = [
-    "network.hidden_sizes=[120,84]", "network.dueling=false", "double_q=false", "replay.n_step=1", "loss=mse",
+    "network.hidden_sizes=[120,84]", "network.norm=none", "network.dueling=false", "double_q=false", "replay.n_step=1", "loss=mse",
     "optimizer.lr_end=null", "optimizer.eps=1e-8", "optimizer.max_grad_norm=null", "tau=0.02",
     "target_update_period=8", "schedule.epsilon_decay_steps=10000",
 ]  # fmt: skip
