@@ -27,7 +27,11 @@ Arms (each its own process, timed from its start, imports included):
   step ``--breakout-learning-starts``) of CleanRL's `dqn_atari.py` against `dqn train
   env=breakout` on each backend.
 
-Both sides use one torch thread (dqn's CartPole preset does; CleanRL is given the same).
+Both sides use one torch thread (dqn's CartPole preset does; CleanRL is given the same). The
+speed columns (env steps/s, updates/s) leave out the evaluations' seconds, measured on both sides
+(dqn's ``eval_seconds`` in summary.json; the hook's own timing for CleanRL): an evaluation of a
+policy that balances the pole plays 20 x 500 steps, one that drops it a few hundred, so with them
+the better learner would look slower.
 
 The adaptations CleanRL's scripts need on today's Gymnasium (1.x), applied at run time in the
 CleanRL process by :func:`_adapt_cleanrl`, and nothing else:
@@ -164,8 +168,10 @@ def _adapt_cleanrl(seed: int, evals: list, evaluate_cartpole: bool) -> None:
     def add_scalar_and_evaluate(self, tag, value, global_step=None, *args, **kwargs):
         if global_step is not None and global_step >= EVAL_EVERY * (len(evals) + 1):
             q_network = sys._getframe(1).f_globals["q_network"]
+            started = time.time()
             mean = _greedy_eval(q_network, seed, len(evals))
             evals.append({"env_step": EVAL_EVERY * (len(evals) + 1), "mean_return": mean, "time": time.time()})
+            evals[-1]["eval_seconds"] = evals[-1]["time"] - started
         return add_scalar(self, tag, value, global_step, *args, **kwargs)
 
     tb.SummaryWriter.add_scalar = add_scalar_and_evaluate
@@ -188,6 +194,8 @@ def cleanrl_child(script: str, out: str, seed: int, evaluate_cartpole: bool, arg
         result["final_eval_mean_return"] = final
         if not evals or evals[-1]["env_step"] < namespace["args"].total_timesteps:
             evals.append({"env_step": namespace["args"].total_timesteps, "mean_return": final, "time": time.time()})
+        # as dqn's summary.json: the seconds spent evaluating, periodic and final
+        result["eval_seconds"] = sum(e.get("eval_seconds", 0.0) for e in evals) + time.time() - trained
     result["end"] = time.time()
     Path(out).write_text(json.dumps(result))
 
@@ -248,7 +256,7 @@ def cartpole(checkout: Path, seeds: list[int], only: list[str] | None = None) ->
         "CleanRL pqn.py": lambda s: run_cleanrl(checkout, "pqn", s, CLEANRL_PQN),
     }
     arms = {k: v for k, v in arms.items() if only is None or k in only}
-    updates = {"CleanRL dqn.py": (50_000 - 1_000) // 4, "CleanRL pqn.py": (200_000 // (16 * 32)) * 4 * 4}
+    updates = {"CleanRL dqn.py": (50_000 - 1_000) // 6, "CleanRL pqn.py": (200_000 // (16 * 32)) * 4 * 4}
     runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in seeds:
         for arm, fn in arms.items():
@@ -265,6 +273,8 @@ def cartpole(checkout: Path, seeds: list[int], only: list[str] | None = None) ->
     for arm, rs in runs.items():
         solve_times = [t for t in map(time_to_solve, rs) if t is not None]
         wall = statistics.median(r["wall_seconds"] for r in rs)
+        # without the evaluations, whose cost grows with the policy's episode lengths: the same work
+        train = statistics.median(r["wall_seconds"] - r["eval_seconds"] for r in rs)
         steps = rs[0]["evals"][-1]["env_step"]
         table[arm] = {
             "solved_final": sum(r["evals"][-1]["mean_return"] >= SOLVED for r in rs),
@@ -272,15 +282,15 @@ def cartpole(checkout: Path, seeds: list[int], only: list[str] | None = None) ->
             "final_returns": [round(r["evals"][-1]["mean_return"], 1) for r in rs],
             "median_seconds_to_solve": statistics.median(solve_times) if solve_times else None,
             "median_wall_seconds": wall,
-            "env_steps_per_second": steps / wall,
-            "updates_per_second": rs[0]["updates"] / wall,
+            "median_seconds_without_evaluations": train,
+            "env_steps_per_second": steps / train,
+            "updates_per_second": rs[0]["updates"] / train,
         }
     pairs = [("dqn train", "CleanRL dqn.py"), ("dqn train, CleanRL's agent", "CleanRL dqn.py")]
     for ours, theirs in [*pairs, ("dqn train algo=pqn", "CleanRL pqn.py")]:
         if ours in table and theirs in table:
-            table[ours]["wall_ratio_vs_cleanrl"] = (
-                table[ours]["median_wall_seconds"] / table[theirs]["median_wall_seconds"]
-            )
+            for key in ("median_wall_seconds", "median_seconds_without_evaluations"):
+                table[ours][f"{key}_vs_cleanrl"] = table[ours][key] / table[theirs][key]
     return table
 
 
@@ -327,12 +337,16 @@ def main() -> None:
     if "cartpole" in args.what:
         result["cartpole"] = cartpole(args.cleanrl, args.seeds, args.arms)
         print()
-        print(f"{'CartPole-v1':20s} | solved (final) | median s to solve | median wall s | env steps/s | updates/s")
+        print(
+            f"{'CartPole-v1':26s} | solved (final) | median s to solve | median wall s | without evaluations s "
+            "| env steps/s | updates/s  (both without evaluations)"
+        )
         for arm, row in result["cartpole"].items():
             t = row["median_seconds_to_solve"]
             print(
-                f"{arm:20s} | {row['solved_final']}/{len(args.seeds):<12} | {'-' if t is None else f'{t:.1f}':>17} | "
-                f"{row['median_wall_seconds']:13.1f} | {row['env_steps_per_second']:11.0f} | {row['updates_per_second']:9.1f}"
+                f"{arm:26s} | {row['solved_final']}/{len(args.seeds):<12} | {'-' if t is None else f'{t:.1f}':>17} | "
+                f"{row['median_wall_seconds']:13.1f} | {row['median_seconds_without_evaluations']:21.1f} | "
+                f"{row['env_steps_per_second']:11.0f} | {row['updates_per_second']:9.1f}"
             )
     if "breakout" in args.what:
         result["breakout"] = breakout(args.cleanrl, args.breakout_steps, args.breakout_learning_starts, args.backends)

@@ -38,6 +38,7 @@ def test_train_writes_the_run_directory_of_the_spec(trained_run):
     assert ckpts == ["step_000000200.pt", "step_000000400.pt"]
     summary = json.loads((run / "summary.json").read_text())
     assert SUMMARY_KEYS <= summary.keys()
+    assert 0 < summary["eval_seconds"] < summary["wall_seconds"]  # its evaluations, part of the run
     assert summary["total_steps"] == 400
     assert summary["replay_bytes_per_transition"] > 0
 

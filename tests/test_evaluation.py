@@ -106,6 +106,7 @@ def test_eval_episodes_zero_skips_evaluation_and_returns_the_training_mean(tmp_p
     run = train_run(tmp_path_factory, "noeval", [*TINY, "eval.episodes=0"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final_eval_mean_return"] is None and summary["best_eval_mean_return"] is None
+    assert summary["eval_seconds"] == 0
     returns = [float(r["return"]) for r in read_csv(run / "episodes.csv")]
     assert summary["objective"] == pytest.approx(np.mean(returns[-100:]))
     assert summary["objective_is"] == "train_last100_mean_return"

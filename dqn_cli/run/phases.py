@@ -4,6 +4,7 @@ finished episodes and training scalars, greedy evaluation, checkpoints, and the 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,7 @@ def run_evaluation(run: Run, stop: StopRequest) -> None:
     if episodes == 0:
         return
     env_seeds, policy_seed = eval_seeds(cfg.seed, episodes, n.evaluations)
+    started = time.perf_counter()
     try:
         with stop.abandoning():  # an evaluation can take minutes
             if run.eval_envs is None:
@@ -101,6 +103,7 @@ def run_evaluation(run: Run, stop: StopRequest) -> None:
         run.eval_envs = None
         logger.message(f"evaluation at step {n.env_steps} abandoned")
         return
+    n.eval_seconds += time.perf_counter() - started
     s = result.summary()
     n.evaluations += 1
     n.last_eval_mean, n.last_eval_std, n.last_eval_cut = s["mean_return"], s["std_return"], s["episodes_cut"]
@@ -146,6 +149,7 @@ def summarize(run: Run) -> dict:
         "updates": n.updates,
         "wall_seconds": round(n.wall_seconds, 3),
         "env_steps_per_second": round(n.env_steps / max(n.wall_seconds, 1e-9), 1),
+        "eval_seconds": round(n.eval_seconds, 3),
         "final_eval_mean_return": final,
         "final_eval_std_return": n.last_eval_std if evaluated else None,
         "final_eval_episodes_cut": n.last_eval_cut if evaluated else None,

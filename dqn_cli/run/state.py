@@ -35,6 +35,7 @@ class Counters:
     last_eval_std: float = float("nan")
     last_eval_cut: int = 0  # episodes of the last evaluation cut by eval.max_episode_steps
     wall_seconds: float = 0.0  # over all lives of the run
+    eval_seconds: float = 0.0  # of wall_seconds, the time spent evaluating (and filming)
     finished: bool = False  # the final evaluation is done
 
 
