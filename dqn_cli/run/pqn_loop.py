@@ -4,8 +4,8 @@
         1. collect: rollout_steps vector steps of epsilon-greedy acting in num_envs envs,
                     keeping s_t, a_t, r_t, the episode ends, and max_a Q(s'_t, a) of every
                     true next state (an episode cut by a time limit: its final observation)
-        2. returns: Q(lambda) returns G_t of the rollout, bootstrapped from those values
-                                                                    q_lambda_returns
+        2. returns: Q(lambda) returns G_t of the rollout's rewards (times pqn.reward_scale),
+                    bootstrapped from those values                  q_lambda_returns
         3. learn:   `epochs` passes of `minibatches` shuffled minibatches, one gradient
                     step on (Q(s_t, a_t) - G_t)^2 each                agent.learn
         4. evaluate greedily, log, checkpoint, each on its cadence
