@@ -70,7 +70,7 @@ CLEANRL_DQN = [
     "--total-timesteps", "50000", "--learning-rate", "1e-3", "--buffer-size", "100000",
     "--batch-size", "384", "--learning-starts", "1000", "--train-frequency", "6",
     "--target-network-frequency", "8", "--tau", "0.02", "--exploration-fraction", "0.2",
-    "--end-e", "0.05", "--gamma", "0.99",
+    "--end-e", "0.05", "--gamma", "0.998",
 ]  # fmt: skip
 # CleanRL dqn.py's agent in dqn's terms (its 120-84 MLP, the 1-step DQN target, MSE, Adam at a constant
 # 1e-3 with eps 1e-8, no gradient clipping, no LayerNorm) at the settings above: the tools compared doing

@@ -89,14 +89,17 @@ def test_nature_dqn_on_atari_is_the_papers_agent():
 
 def test_c51_and_qr_dqn_switch_the_head_only_on_small_envs_and_take_the_papers_values_on_atari():
     dqn = to_dict(compose())
-    # on CartPole C51 is the paper's (no dueling, the DQN target) and QR keeps the agent at twice its rate
-    for algo, head, also in (("c51", "c51", {"double_q"}), ("qr_dqn", "qr", {"optimizer"})):
+    # on CartPole C51 is the paper's (no dueling, the DQN target) and QR keeps the agent at twice its rate;
+    # both keep the discount they were measured at (0.99) where the DQN preset moved to 0.998
+    for algo, head, also in (("c51", "c51", {"double_q", "gamma"}), ("qr_dqn", "qr", {"optimizer", "gamma"})):
         cfg = to_dict(compose(f"algo={algo}"))
         changed = {k for k in dqn if dqn[k] != cfg[k]}
         assert changed == {"algo", "network", *also} and cfg["network"]["distributional"] == head
     c51 = compose("algo=c51")
     assert not c51.double_q and not c51.network.dueling and c51.network.norm == compose().network.norm == "layer"
     assert (c51.network.v_min, c51.network.v_max) == (0.0, 100.0)  # CartPole's returns: [0, 1 / (1 - gamma)]
+    assert c51.network.v_max == pytest.approx(1 / (1 - c51.gamma))
+    assert compose().gamma == 0.998 and compose("algo=nature_dqn").gamma == 0.99  # the Nature paper's discount
     acrobot = compose("algo=c51", "env=classic", "env.id=Acrobot-v1")  # -1 per step: negative returns too
     assert (acrobot.network.v_min, acrobot.network.v_max) == (-100.0, 100.0)
     assert compose("algo=qr_dqn").network.quantiles < compose("env=breakout", "algo=qr_dqn").network.quantiles == 200
