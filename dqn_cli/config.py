@@ -45,6 +45,8 @@ class EnvConfig:
     screen_size: int = 84  # square grayscale frame side, pixels
     max_episode_frames: int = 108_000  # emulator frames before truncation (30 min at 60 Hz)
     full_action_space: bool = False  # all 18 ALE actions (all 6 MinAtar ones) instead of the game's minimal set
+    # a benchmark whose games alone are accepted: null (any game) | atari100k (its 26 games, ATARI_100K_GAMES)
+    suite: Optional[str] = None
 
     @property
     def label(self) -> str:
@@ -75,6 +77,12 @@ class NetworkConfig:
     # none | layer: LayerNorm after every hidden layer, before its activation (Ba et al. 2016;
     # PQN's, Gallici et al. 2025, which needs no target network with it)
     norm: str = "none"
+    # DrQ's image augmentation of every sampled batch, s and s' alike (Kostrikov et al. 2020; Yarats
+    # et al. 2021): a random shift (edge padding of augment_pad pixels, then a random crop back to the
+    # frame's size, one per sample) and intensity noise x * (1 + augment_intensity * clip(N(0, 1), -2, 2))
+    augment: bool = False
+    augment_pad: int = 4  # pixels
+    augment_intensity: float = 0.05  # 0 = shifts only
 
 
 @dataclass
@@ -131,6 +139,7 @@ class EvalConfig:
     episodes: int = 10  # episodes per evaluation
     epsilon: float = 0.0  # exploration during evaluation (0 = greedy)
     max_episode_steps: Optional[int] = None  # evaluation-only cap in agent steps; episodes cut by it are counted
+    final_episodes: Optional[int] = None  # episodes of the final evaluation (summary.json); null = episodes
     video: bool = False  # record one episode into TensorBoard at each evaluation
 
 
@@ -226,7 +235,16 @@ ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "elu": "ELU", "gelu": "GELU", "si
 ENV_KINDS = ("classic", "atari", "minatar")
 DISTRIBUTIONAL = ("none", "c51", "qr")
 NETWORKS = ("mlp", "nature_cnn", "minatar_cnn")
-ALGOS = ("dqn", "c51", "qr_dqn", "rainbow", "nature_dqn", "pqn")  # configs/algo/*.yaml
+ALGOS = ("dqn", "c51", "qr_dqn", "rainbow", "nature_dqn", "pqn", "der", "drq_eps")  # configs/algo/*.yaml
+# The 26 games of the Atari 100k benchmark (Kaiser et al. 2020, "Model-Based Reinforcement Learning
+# for Atari"; the set of van Hasselt et al. 2019 and Agarwal et al. 2021), as ale-py names them.
+ATARI_100K_GAMES = (
+    "Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout",
+    "ChopperCommand", "CrazyClimber", "DemonAttack", "Freeway", "Frostbite", "Gopher", "Hero",
+    "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert",
+    "RoadRunner", "Seaquest", "UpNDown",
+)  # fmt: skip
+SUITES = {"atari100k": ATARI_100K_GAMES}
 OPTIMIZERS = ("adam", "adamw", "radam", "rmsprop")
 NETWORKS_FOR = {"classic": ("mlp",), "atari": ("nature_cnn",), "minatar": ("minatar_cnn", "mlp")}  # per env kind
 
@@ -275,6 +293,19 @@ def _check_env(e: EnvConfig) -> None:
         _check(e.frame_skip >= 1, f"env.frame_skip must be >= 1, got {e.frame_skip}")
         _check(e.noop_max >= 0, f"env.noop_max must be >= 0, got {e.noop_max}")
         _check(e.screen_size >= 8, f"env.screen_size must be >= 8 pixels, got {e.screen_size}")
+    _check(
+        e.suite is None or (e.suite in SUITES and e.kind == "atari"),
+        f"env.suite must be null or atari100k (an Atari suite), got {e.suite!r} with env.kind={e.kind}",
+    )
+    if e.suite is not None:
+        games = SUITES[e.suite]
+        key = "".join(ch for ch in str(e.game).lower() if ch.isalnum())
+        named = {g.lower(): g for g in games}
+        _check(
+            key in named,
+            f"env.game={e.game!r} is not one of the {len(games)} games of {e.suite}: {', '.join(games)}",
+        )
+        e.game = named[key]  # the benchmark's spelling, in run dirs and tables alike
 
 
 def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
@@ -302,6 +333,13 @@ def _check_network(n: NetworkConfig, e: EnvConfig) -> None:
     _check(n.noisy_std > 0, f"network.noisy_std must be > 0, got {n.noisy_std}")
     _check(n.v_min < n.v_max, f"network.v_min must be < network.v_max, got [{n.v_min}, {n.v_max}]")
     _check(n.norm in ("none", "layer"), f"network.norm must be none or layer, got {n.norm!r}")
+    _check(n.augment_pad >= 0, f"network.augment_pad must be >= 0 pixels, got {n.augment_pad}")
+    _check(n.augment_intensity >= 0, f"network.augment_intensity must be >= 0, got {n.augment_intensity}")
+    _check(
+        not n.augment or e.kind != "classic",
+        f"network.augment=true shifts image observations, and {e.label} has none; "
+        "use it with env=atari100k, atari or minatar (algo=drq_eps is for env=atari100k)",
+    )
     fits = NETWORKS_FOR[e.kind]
     _check(
         n.name in fits,
@@ -423,6 +461,10 @@ def _check_eval(v: EvalConfig) -> None:
         f"eval.max_episode_steps must be >= 1 or null, got {v.max_episode_steps}",
     )
     _check(0 <= v.epsilon <= 1, f"eval.epsilon must be in [0, 1], got {v.epsilon}")
+    _check(
+        v.final_episodes is None or v.final_episodes >= 1,
+        f"eval.final_episodes must be >= 1 or null (= eval.episodes), got {v.final_episodes}",
+    )
 
 
 def _check_checkpoint(c: CheckpointConfig) -> None:

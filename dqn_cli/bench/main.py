@@ -44,14 +44,15 @@ def env_steps_per_second(env_cfg, num_envs: int, seconds: float) -> float:
         envs.close()
 
 
-def updates_per_second(net_name: str, device, seconds: float, batch_size: int, compile: bool = False) -> float:
-    """Gradient steps/s of the default network for CartPole (mlp), MinAtar (minatar_cnn, Breakout's
-    4 channels) or Atari (nature_cnn), eager or torch.compile'd (compile=true; its compilation, in
-    the warm-up, is not timed)."""
-    import torch
-
+def _update_setup(net_name: str, device, batch_size: int, compile: bool = False):
+    """(agent, batch, step) for one update as ``net_name``'s preset does it: mlp (CartPole),
+    minatar_cnn (MinAtar, Breakout's 4 channels), nature_cnn (Atari's double DQN: a target network
+    of its own) or drq_eps (env=atari100k algo=drq_eps: a dueling Nature CNN, DrQ's augmentation of
+    s and s', the target a copy of the online network before every update). ``step()`` runs one
+    update (and drq_eps's target copy, as the training loop does)."""
     from dqn_cli.config import NetworkConfig, OptimizerConfig
     from dqn_cli.core.agent import DQNAgent
+    from dqn_cli.core.augment import Augmentation
     from dqn_cli.core.networks import build_network
     from dqn_cli.replay.storage import Batch
 
@@ -63,7 +64,8 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int, c
         obs_shape, n_actions, net_cfg = (1, 4, 10, 10), 6, NetworkConfig(name="minatar_cnn", cnn_hidden=128)
         obs = (rng.random((batch_size, *obs_shape)) < 0.1).astype(np.uint8)
     else:
-        obs_shape, n_actions, net_cfg = (4, 84, 84), 4, NetworkConfig(name="nature_cnn")
+        obs_shape, n_actions = (4, 84, 84), 4
+        net_cfg = NetworkConfig(name="nature_cnn", dueling=net_name == "drq_eps")
         obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
     batch = Batch(
         obs,
@@ -75,14 +77,61 @@ def updates_per_second(net_name: str, device, seconds: float, batch_size: int, c
         np.ones(batch_size, np.float32),
     )
     net = build_network(net_cfg, obs_shape, n_actions).to(device)
-    agent = DQNAgent(net, OptimizerConfig(), n_actions, True, "huber", device, compile=compile)
-    for _ in range(5):
+    augmentation = Augmentation(4, 0.05, 0, device) if net_name == "drq_eps" else None
+    agent = DQNAgent(
+        net, OptimizerConfig(), n_actions, True, "huber", device, compile=compile, augmentation=augmentation
+    )
+
+    def step():
         agent.update(batch)
+        if net_name == "drq_eps":
+            agent.update_target(1.0)
+
+    return agent, batch, step
+
+
+def updates_per_second(net_name: str, device, seconds: float, batch_size: int, compile: bool = False) -> float:
+    """Gradient steps/s of ``net_name``'s update (:func:`_update_setup`), eager or
+    torch.compile'd (compile=true; its compilation, in the warm-up, is not timed)."""
+    import torch
+
+    _, _, step = _update_setup(net_name, device, batch_size, compile)
+    for _ in range(5):
+        step()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
-    calls, elapsed = _timed(lambda: agent.update(batch), seconds)
+    calls, elapsed = _timed(step, seconds)
     sync()
     return calls / elapsed
+
+
+def update_flops(net_name: str, device, batch_size: int) -> int:
+    """Floating-point operations of one update (forward, backward), counted by torch's
+    FlopCounterMode over the convolutions and matrix products (the optimizer's and the
+    elementwise ops' few FLOPs are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _, _, step = _update_setup(net_name, device, batch_size)
+    step()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(device, seconds: float, n: int = 2048) -> float:
+    """Sustained GFLOP/s of an n x n float32 matrix product on ``device`` with the current threads:
+    the machine's practical limit for the update's convolutions and matrix products."""
+    import torch
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    calls, elapsed = _timed(lambda: a @ b, seconds)
+    sync()
+    return 2 * n**3 * calls / elapsed / 1e9
 
 
 def main(argv: list[str]) -> int:
@@ -106,9 +155,10 @@ def main(argv: list[str]) -> int:
         parser.exit(2, f"dqn bench: error: {err}\n")
     import torch
 
-    from dqn_cli.runtime import torch_threads_for
+    from dqn_cli.runtime import keep_freed_memory, torch_threads_for
 
     torch.set_num_threads(torch_threads_for(args.threads, 0))
+    keep_freed_memory()
     seconds = 0.5 if args.quick else 1.0
     figures: dict = {
         "device": str(device),
@@ -140,10 +190,18 @@ def main(argv: list[str]) -> int:
                     rows.append((f"Breakout {backend:7s} x{num_envs}", f"{sps:,.0f} env steps/s"))
 
     if args.what in ("all", "update"):
-        for net, batch in (("mlp", 64), ("minatar_cnn", 256), ("nature_cnn", 32)):  # MinAtar: its preset's batch
+        limit = matmul_gflops(device, seconds)
+        figures["matmul_gflops"] = round(limit, 1)
+        rows.append((f"matmul 2048x2048 float32 on {device}", f"{limit:,.1f} GFLOP/s"))
+        # MinAtar: its preset's batch; drq_eps: env=atari100k algo=drq_eps's update
+        for net, batch in (("mlp", 64), ("minatar_cnn", 256), ("nature_cnn", 32), ("drq_eps", 32)):
             ups = updates_per_second(net, device, seconds, batch)
             figures[f"{net}_updates_per_second"] = round(ups, 1)
             rows.append((f"update {net} batch {batch} on {device}", f"{ups:,.1f} updates/s"))
+            if net in ("nature_cnn", "drq_eps"):  # the Atari updates against the machine's limit
+                gflops = update_flops(net, device, batch) * ups / 1e9
+                figures[f"{net}_update_gflops"] = round(gflops, 1)
+                rows.append(("  achieved", f"{gflops:,.1f} GFLOP/s ({gflops / limit:.0%} of matmul)"))
             if args.what == "update":  # compile=true beside eager, in the same run (compiling takes a while)
                 compiled = updates_per_second(net, device, seconds, batch, compile=True)
                 figures[f"{net}_compiled_updates_per_second"] = round(compiled, 1)

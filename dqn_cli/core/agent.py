@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
+from dqn_cli.core.augment import Augmentation
 from dqn_cli.core.networks import DistributionalQNetwork, QuantileQNetwork, noisy_layers
 
 if TYPE_CHECKING:  # the agent reads a Batch's fields only
@@ -203,6 +204,8 @@ class DQNAgent:
         compile: torch.compile the loss (forward, target and backward graph) and the acting
             forward pass; on CUDA with mode="reduce-overhead", which replays them as CUDA graphs.
             Epsilon stays on the host and the batch shapes are fixed, so neither recompiles.
+        augmentation: network.augment's DrQ augmentation of s and s' in every sampled batch
+            (independent draws for each), or None.
     """
 
     def __init__(
@@ -215,6 +218,7 @@ class DQNAgent:
         device: torch.device,
         seed: int = 0,
         compile: bool = False,
+        augmentation: Augmentation | None = None,
     ):
         self.q_network = q_network
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
@@ -237,6 +241,11 @@ class DQNAgent:
         self.device = device
         self.policy = EpsilonGreedy(n_actions, seed)
         self.online_noise, self.target_noise = noisy_layers(q_network), noisy_layers(self.target_network)
+        self.augmentation = augmentation
+        # True while the target network holds the online network's weights (after a hard copy, before
+        # the next gradient step): its values of s' are then the online ones, computed once. With
+        # target_update_period=1 (DrQ(eps)) that is every update. Noisy nets draw their own noise.
+        self.target_is_online = True
         self.losses, self.acting_network = self._losses, q_network
         if compile:
             self.losses, self.acting_network = compiled(self._losses, device), compiled(q_network, device)
@@ -266,10 +275,13 @@ class DQNAgent:
         returns = self.to_device(batch.returns)
         discounts = self.to_device(batch.discounts)
         weights = self.to_device(batch.weights)
+        if self.augmentation is not None:  # (s and s' each with draws of their own, as DrQ)
+            obs, next_obs = self.augmentation(obs), self.augmentation(next_obs)
         for layer in self.online_noise + self.target_noise:  # NoisyNet: new noise for every update, per network
             layer.reset_noise()
         loss, q, priorities = self.losses(obs, actions, returns, next_obs, discounts, weights)
         grad_norm = gradient_step(self.optimizer, self.params, loss, self.max_grad_norm)
+        self.target_is_online = False
         return UpdateInfo(float(loss.detach()), q.detach(), priorities.detach(), grad_norm, self.loss_name)
 
     def _losses(self, obs, actions, returns, next_obs, discounts, weights):
@@ -280,9 +292,12 @@ class DQNAgent:
             elementwise, q, priorities = self._qr_loss(obs, actions, returns, next_obs, discounts)
         else:
             with torch.no_grad():  # s' needs no gradient: keep it out of the backward pass
-                next_q_target = self.target_network(next_obs)
-                next_q_online = self.q_network(next_obs) if self.double_q else None
-                y = td_target(returns, discounts, next_q_target, next_q_online)
+                if self.target_is_online and not self.online_noise:  # Q' = Q: one pass, the same y
+                    y = td_target(returns, discounts, self.q_network(next_obs))
+                else:
+                    next_q_target = self.target_network(next_obs)
+                    next_q_online = self.q_network(next_obs) if self.double_q else None
+                    y = td_target(returns, discounts, next_q_target, next_q_online)
             q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
             if self.loss == "huber":
                 elementwise = F.smooth_l1_loss(q, y, reduction="none")
@@ -334,6 +349,7 @@ class DQNAgent:
         if tau >= 1.0:
             for t, o in zip(self.sync_target, self.sync_online):
                 t.copy_(o)
+            self.target_is_online = True
         else:
             torch._foreach_lerp_(*self.sync_float, tau)
 
@@ -344,12 +360,16 @@ class DQNAgent:
             "target_network": self.target_network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "exploration": self.policy.rng.bit_generator.state,
+            **({"augmentation": self.augmentation.state_dict()} if self.augmentation is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.q_network.load_state_dict(state["q_network"])
         self.target_network.load_state_dict(state["target_network"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.augmentation is not None and "augmentation" in state:
+            self.augmentation.load_state_dict(state["augmentation"])
+        self.target_is_online = False  # (a copy may have been due: the target is used as saved)
         if "exploration" in state:
             self.policy.rng.bit_generator.state = state["exploration"]
         else:  # a checkpoint from before the host generator: seeded from its torch generator's state

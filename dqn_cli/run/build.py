@@ -17,6 +17,7 @@ from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import TrainConfig
 from dqn_cli.core.agent import DQNAgent
+from dqn_cli.core.augment import Augmentation
 from dqn_cli.core.networks import build_network
 from dqn_cli.core.pqn import PQNAgent
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
@@ -29,7 +30,15 @@ from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.metrics import RunLogger, use_progress_bar
 from dqn_cli.run.state import Counters, restore
-from dqn_cli.runtime import check_fits_in_memory, int_seed, resolve_device, seed_globals, seeds, torch_threads_for
+from dqn_cli.runtime import (
+    check_fits_in_memory,
+    int_seed,
+    keep_freed_memory,
+    resolve_device,
+    seed_globals,
+    seeds,
+    torch_threads_for,
+)
 
 log = logging.getLogger("dqn")
 
@@ -96,6 +105,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
     E = cfg.env.num_envs
     env_workers = E if cfg.env.vectorization in ("async", "ale", "envpool") else 0
     torch.set_num_threads(torch_threads_for(cfg.torch_threads, env_workers))
+    keep_freed_memory()
     seed_globals(cfg.seed)
     *env_seeds, action_seed = seeds(cfg.seed, "train_envs", E + 1)
     envs = run = logger = None
@@ -120,6 +130,16 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
                 device,
                 seed=exploration_seed,
                 compile=cfg.compile,
+                augmentation=(
+                    Augmentation(
+                        cfg.network.augment_pad,
+                        cfg.network.augment_intensity,
+                        int_seed(cfg.seed, "augment"),
+                        device,
+                    )
+                    if cfg.network.augment
+                    else None
+                ),
             )
             replay = build_replay(cfg, spec)
         stats = EpisodeStats(E)

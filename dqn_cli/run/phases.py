@@ -60,14 +60,20 @@ def log_status(run: Run, eps: float, info) -> None:
     logger.status(n.env_steps, eps, sps)
 
 
-def run_evaluation(run: Run, stop: StopRequest) -> None:
-    """Evaluate the greedy policy on fresh start states (eval.episodes; none when 0), log it,
-    and film one episode into TensorBoard with eval.video. A signal drops it at once."""
+def run_evaluation(run: Run, stop: StopRequest, final: bool = False) -> None:
+    """Evaluate the greedy policy on fresh start states (eval.episodes; none when 0; the final
+    one eval.final_episodes when set), log it, and film one episode into TensorBoard with
+    eval.video. A signal drops it at once."""
     cfg, n, logger = run.cfg, run.n, run.logger
     episodes, cap = cfg.eval.episodes, cfg.eval.max_episode_steps
     if episodes == 0:
         return
+    if final and cfg.eval.final_episodes is not None:
+        episodes = cfg.eval.final_episodes
     env_seeds, policy_seed = eval_seeds(cfg.seed, episodes, n.evaluations)
+    if run.eval_envs is not None and run.eval_envs.num_envs != len(env_seeds):  # (final_episodes: more envs)
+        close_envs(run.eval_envs, force=False)
+        run.eval_envs = None
     started = time.perf_counter()
     try:
         with stop.abandoning():  # an evaluation can take minutes

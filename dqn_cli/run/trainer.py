@@ -68,7 +68,7 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Cal
         logger.message(f"training {run.spec.label} for {cfg.total_steps:,} env steps; results in {run_dir}")
         (pqn_loop if cfg.algo == "pqn" else dqn_loop)(run, stop)
         if not stop:
-            run_evaluation(run, stop)  # the final evaluation, reported in summary.json
+            run_evaluation(run, stop, final=True)  # the final evaluation, reported in summary.json
         if stop:  # SIGINT/SIGTERM: checkpoint where we are; `resume=` continues from here
             if run.saved_step != n.env_steps:
                 save(run)

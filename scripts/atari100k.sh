@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The Atari 100k benchmark: `dqn train env=atari100k algo=ALGO env.game=GAME seed=S` at the
+# preset's values (100k agent steps, 100 evaluation episodes at the end) for each game and seed,
+# each finished run's small files copied into results/atari100k/ALGO/GAME/seed_S/ (summary.json,
+# evals.csv, episodes.csv, config.yaml). Runs already there are skipped, so the benchmark grows
+# across sessions: run it again and it does what is missing. Then the tables and figures:
+# scripts/atari100k.sh --plot-only
+#
+#   scripts/atari100k.sh                                   # drq_eps, the first tranche: 8 games x seeds 1-3
+#   GAMES="Alien Amidar" SEEDS=1 scripts/atari100k.sh      # some of them
+#   ALGO=der GAMES="Alien Amidar" SEEDS=1 scripts/atari100k.sh
+#   THREADS=1 scripts/atari100k.sh                         # one torch thread (two such jobs side by side)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DQN=${DQN:-.venv/bin/dqn}
+PYTHON=${PYTHON:-.venv/bin/python}
+ALGO=${ALGO:-drq_eps}
+# The first 8 of the 26 games in alphabetical order: picked by name, not by results.
+GAMES=${GAMES:-Alien Amidar Assault Asterix BankHeist BattleZone Boxing Breakout}
+SEEDS=${SEEDS:-1 2 3}
+THREADS=${THREADS:-0}
+OUT=${OUT:-results/atari100k}
+
+if [ "${1:-}" != "--plot-only" ]; then
+  for seed in $SEEDS; do   # seed-major: every game gets its first seed before any gets a second
+    for game in $GAMES; do
+      dest="$OUT/$ALGO/$game/seed_$seed"
+      if [ -f "$dest/summary.json" ]; then echo "have $dest"; continue; fi
+      run="outputs/atari100k/${ALGO}_${game}_seed_$seed"
+      rm -rf "$run"
+      # shellcheck disable=SC2086
+      "$DQN" train env=atari100k algo="$ALGO" env.game="$game" seed="$seed" torch_threads="$THREADS" \
+        progress=log ${EXTRA:-} hydra.run.dir="$run"
+      "$PYTHON" scripts/collect_results.py "$run" "$OUT/$ALGO/$game"
+    done
+  done
+fi
+if [ -d "$OUT" ]; then
+  "$DQN" plot "$OUT"/*/ --atari100k --out "$OUT/atari100k.png" \
+    --title "Atari 100k: human-normalised scores of the final 100-episode evaluation"
+fi
