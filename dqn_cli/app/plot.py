@@ -44,6 +44,7 @@ IGNORED = (
     "eval.video",
     "eval.episodes",
     "eval.max_episode_steps",
+    "eval.final_episodes",
     "env.name",
     "env.vectorization",
 )
@@ -168,6 +169,21 @@ def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, level: float = 0.
     return float(lo), float(hi)
 
 
+def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """rliable's percentile bootstrap interval of the mean of ``values`` (one per run; with one
+    task its stratified bootstrap is the plain one), for the tables."""
+    from rliable import library
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), float(values.mean())
+    np.random.seed(seed)  # (rliable draws from numpy's global generator)
+    _, ci = library.get_interval_estimates(
+        {"x": values[:, None]}, lambda x: np.array([x.mean()]), reps=BOOTSTRAP, confidence_interval_size=level
+    )
+    return float(ci["x"][0, 0]), float(ci["x"][1, 0])
+
+
 def iqm(values: np.ndarray) -> float:
     """Interquartile mean: the mean of the middle 50% of runs (scipy's trim_mean(x, 0.25), as rliable)."""
     x = np.sort(np.asarray(values, dtype=np.float64))
@@ -253,12 +269,12 @@ def group_curve(group: Group, metric: str, rng: np.random.Generator):
 TABLE_FIELDS = ("env", "configuration", "runs", "final_mean", "final_iqm", "ci95_low", "ci95_high", "reference")
 
 
-def table_rows(groups: list[Group], metric: str, rng: np.random.Generator, references: dict[str, float]) -> list[dict]:
+def table_rows(groups: list[Group], metric: str, references: dict[str, float]) -> list[dict]:
     rows = []
     for g in groups:
         scores = np.array([final_score(run, metric) for run in g.runs])
         scores = scores[~np.isnan(scores)]
-        lo, hi = bootstrap_ci(scores, rng) if scores.size else (float("nan"), float("nan"))
+        lo, hi = mean_ci(scores) if scores.size else (float("nan"), float("nan"))
         rows.append(
             {
                 "env": g.env,
@@ -355,12 +371,16 @@ def plot(
         out = (first if first.is_dir() else first.parent) / f"plot_{metric}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     draw(groups, metric, out, rng, references, title)
-    rows = table_rows(groups, metric, np.random.default_rng(seed), references)
+    rows = table_rows(groups, metric, references)
     out.with_suffix(".md").write_text(render_markdown(rows, metric))
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    if metric == "eval":  # Atari 100k runs: human-normalised scores across games (benchmark.py)
+        from dqn_cli.app import benchmark
+
+        benchmark.write(groups, out)
     return out, rows
 
 
@@ -402,8 +422,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
+        import rliable  # noqa: F401
     except ImportError:
-        parser.error("dqn plot needs matplotlib: pip install 'dqn-cli[plot]'")
+        parser.error("dqn plot needs matplotlib and rliable: pip install 'dqn-cli[plot]'")
     try:
         out, rows = plot(args.paths, args.out, args.metric, dict(args.reference), args.title)
     except PlotError as err:

@@ -1,0 +1,293 @@
+"""The Atari 100k protocol (env=atari100k), its agents (algo=drq_eps, algo=der), DrQ's augmentation,
+and the benchmark's human-normalised scores and aggregates in `dqn plot`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import compose, last_json_line, run_dqn
+
+from dqn_cli.config import NetworkConfig, OptimizerConfig
+from dqn_cli.core.agent import DQNAgent
+from dqn_cli.core.augment import Augmentation, intensity, random_shift
+from dqn_cli.core.networks import build_network
+from dqn_cli.replay.storage import Batch
+
+# ------------------------------------------------------------------ augmentation
+
+
+def _frames(batch=6, channels=4, size=12, seed=0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (batch, channels, size, size), dtype=np.uint8))
+
+
+def _edge_pad_crop(image: np.ndarray, pad: int, dy: int, dx: int) -> np.ndarray:
+    """DrQ's shift as written: edge-pad (C, H, W) by pad, crop H x W at offset (dy + pad, dx + pad)."""
+    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    h, w = image.shape[1:]
+    return padded[:, dy + pad : dy + pad + h, dx + pad : dx + pad + w]
+
+
+@pytest.mark.parametrize("channels", [4, 3])  # 4 uint8 frames move as one int32; 3 take the general path
+def test_shift_is_an_edge_padded_crop_by_at_most_the_pad(channels):
+    obs = _frames(batch=64, channels=channels)
+    before = obs.clone()
+    gen = torch.Generator().manual_seed(0)
+    out = random_shift(obs, 4, gen)
+    assert torch.equal(obs, before), "the stored frames are left untouched"
+    assert out.shape == obs.shape and out.dtype == torch.uint8
+    seen = set()
+    for b in range(obs.shape[0]):  # each sample is one of the (2 pad + 1)^2 crops, found by search
+        hits = [
+            (dy, dx)
+            for dy in range(-4, 5)
+            for dx in range(-4, 5)
+            if np.array_equal(out[b].numpy(), _edge_pad_crop(obs[b].numpy(), 4, dy, dx))
+        ]
+        assert hits, f"sample {b} is not an edge-padded crop within 4 pixels"
+        seen.add(hits[0])
+    assert len(seen) > 10, "the shift differs per sample"
+
+
+def test_shift_moves_every_frame_of_a_sample_alike():
+    frame = _frames(batch=8, channels=1)
+    obs = frame.repeat(1, 4, 1, 1)  # four identical stacked frames
+    out = random_shift(obs, 3, torch.Generator().manual_seed(1))
+    for c in range(1, 4):
+        assert torch.equal(out[:, c], out[:, 0])
+
+
+def test_intensity_scales_each_sample_within_two_sigma():
+    obs = torch.full((500, 4, 5, 5), 100, dtype=torch.uint8)
+    out = intensity(obs, 0.05, torch.Generator().manual_seed(0))
+    factors = out[:, 0, 0, 0] / 100.0
+    assert out.dtype == torch.float32
+    assert torch.equal(out, factors[:, None, None, None].expand_as(out) * 100.0)  # one factor per sample
+    assert factors.min() >= 0.9 - 1e-6 and factors.max() <= 1.1 + 1e-6
+    assert factors.std() > 0.03  # about scale * std(clip(N(0,1), -2, 2))
+
+
+def test_augmentation_replays_from_its_seed_and_continues_after_a_restore():
+    obs = _frames(batch=16)
+    a = Augmentation(4, 0.05, seed=7, device=torch.device("cpu"))
+    first = a(obs)
+    saved = a.state_dict()
+    second = a(obs)
+    b = Augmentation(4, 0.05, seed=7, device=torch.device("cpu"))
+    assert torch.equal(b(obs), first)
+    c = Augmentation(4, 0.05, seed=123, device=torch.device("cpu"))
+    c.load_state_dict(saved)
+    assert torch.equal(c(obs), second), "a resumed run continues the same stream"
+    assert not torch.equal(second, first)
+
+
+def _agent(augmentation=None, seed=0) -> DQNAgent:
+    torch.manual_seed(seed)
+    net = build_network(NetworkConfig(name="nature_cnn", dueling=True, cnn_hidden=32), (4, 84, 84), 4)
+    return DQNAgent(net, OptimizerConfig(lr=1e-3), 4, True, "huber", torch.device("cpu"), augmentation=augmentation)
+
+
+def _batch(seed=0, size=8) -> Batch:
+    rng = np.random.default_rng(seed)
+    obs = rng.integers(0, 256, (size, 4, 84, 84), dtype=np.uint8)
+    return Batch(
+        obs,
+        rng.integers(4, size=size),
+        rng.standard_normal(size).astype(np.float32),
+        rng.integers(0, 256, (size, 4, 84, 84), dtype=np.uint8),
+        np.full(size, 0.99**3, np.float32),
+        np.arange(size),
+        np.ones(size, np.float32),
+    )
+
+
+def test_no_op_augmentation_leaves_the_update_bit_for_bit():
+    """With no shift and no noise the augmented update is the plain one, to the bit."""
+    plain, noop = _agent(), _agent(Augmentation(0, 0.0, seed=1, device=torch.device("cpu")))
+    for _ in range(3):
+        a, b = plain.update(_batch()), noop.update(_batch())
+        assert a.td_loss == b.td_loss
+    for p, q in zip(plain.q_network.parameters(), noop.q_network.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_augmentation_changes_the_update():
+    plain, augmented = _agent(), _agent(Augmentation(4, 0.05, seed=1, device=torch.device("cpu")))
+    assert plain.update(_batch()).td_loss != augmented.update(_batch()).td_loss
+
+
+def test_target_equal_to_online_is_computed_once_with_the_same_result():
+    """While the target holds the online weights (a hard copy, then no gradient step), y uses the
+    online pass alone; the update is the one with the target network's own pass, to the bit."""
+    shortcut, full = _agent(), _agent()
+    full.target_is_online = False  # force the target network's pass
+    for step in range(3):
+        a, b = shortcut.update(_batch(step)), full.update(_batch(step))
+        assert a.td_loss == b.td_loss
+        shortcut.update_target(1.0)
+        full.update_target(1.0)
+        full.target_is_online = False
+        assert shortcut.target_is_online
+    for p, q in zip(shortcut.q_network.parameters(), full.q_network.parameters()):
+        assert torch.equal(p, q)
+    shortcut.update(_batch(5))
+    assert not shortcut.target_is_online, "after a gradient step the target differs from the online net"
+
+
+# ------------------------------------------------------------------ the protocol and the presets
+
+
+def test_drq_eps_preset_is_the_published_configuration():
+    cfg = compose("algo=drq_eps", "env=atari100k", "env.game=Breakout")
+    e = cfg.env
+    assert (e.suite, e.kind, e.num_envs, e.frame_skip, e.sticky_action_prob) == ("atari100k", "atari", 1, 4, 0.0)
+    assert (e.noop_max, e.episodic_life, e.screen_size, e.frame_stack, e.max_episode_frames) == (
+        30,
+        True,
+        84,
+        4,
+        108_000,
+    )
+    assert cfg.total_steps == 100_000 and cfg.learning_starts == 1_600 and cfg.train_every == 1
+    assert cfg.batch_size == 32 and cfg.gamma == 0.99 and cfg.replay.n_step == 10 and cfg.replay.name == "uniform"
+    assert cfg.target_update_period == 1 and cfg.tau == 1.0 and cfg.double_q
+    n = cfg.network
+    assert n.name == "nature_cnn" and n.dueling and n.distributional == "none" and not n.noisy
+    assert n.augment and n.augment_pad == 4 and n.augment_intensity == 0.05
+    assert (cfg.optimizer.lr, cfg.optimizer.eps, cfg.optimizer.max_grad_norm) == (1e-4, 1.5e-4, None)
+    assert cfg.schedule.points == [[0, 1.0], [1_600, 1.0], [6_600, 0.01]]
+    v = cfg.eval
+    assert (v.final_episodes, v.epsilon, v.max_episode_steps) == (100, 0.001, 27_000)
+
+
+def test_der_preset_is_the_published_configuration():
+    cfg = compose("algo=der", "env=atari100k", "env.game=Alien")
+    n = cfg.network
+    assert n.dueling and n.noisy and n.distributional == "c51" and n.atoms == 51 and (n.v_min, n.v_max) == (-10, 10)
+    assert not n.augment and cfg.double_q and cfg.replay.name == "prioritized" and cfg.replay.n_step == 10
+    assert (cfg.replay.alpha, cfg.replay.beta_start, cfg.replay.beta_end) == (0.5, 0.5, 0.5)
+    assert cfg.target_update_period == 2_000 and cfg.learning_starts == 1_600 and cfg.train_every == 1
+    assert cfg.schedule.points == [[0, 1.0], [1_600, 1.0], [3_600, 0.01]]
+    assert (cfg.optimizer.lr, cfg.optimizer.eps) == (1e-4, 1.5e-4) and cfg.eval.epsilon == 0.001
+
+
+def test_any_spelling_of_the_26_games_is_accepted():
+    assert compose("env=atari100k", "env.game=ms_pacman").env.game == "MsPacman"
+    assert compose("env=atari100k", "env.game=UP_N_DOWN").env.game == "UpNDown"
+
+
+def test_a_game_outside_the_26_is_refused_in_one_line(tmp_path):
+    proc = run_dqn(
+        "train", "algo=drq_eps", "env=atari100k", "env.game=SpaceInvaders", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "SpaceInvaders" in line and "Alien" in line and "UpNDown" in line and "atari100k" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_augmentation_needs_images(tmp_path):
+    proc = run_dqn("train", "algo=drq_eps", f"hydra.run.dir={tmp_path / 'r'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "network.augment" in proc.stderr.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------ end to end
+TINY_100K = [
+    "total_steps=48",
+    "learning_starts=24",
+    "batch_size=4",
+    "replay.capacity=256",
+    "network.cnn_hidden=16",
+    "eval.every=24",
+    "eval.episodes=1",
+    "eval.final_episodes=3",
+    "eval.max_episode_steps=40",
+    "checkpoint.every=0",
+    "device=cpu",
+    "torch_threads=1",
+    "log_every=24",
+    "progress=log",
+]
+
+
+@pytest.fixture(scope="module")
+def atari100k_runs(tmp_path_factory) -> dict[str, Path]:
+    """drq_eps on Breakout and der on Alien, each trained to 48 steps, then resumed to 64."""
+    runs = {}
+    for algo, game in (("drq_eps", "Breakout"), ("der", "Alien")):
+        run_dir = tmp_path_factory.mktemp(algo) / game
+        proc = run_dqn(
+            "train", f"algo={algo}", "env=atari100k", f"env.game={game}", *TINY_100K, f"hydra.run.dir={run_dir}",
+            timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = run_dqn("train", f"resume={run_dir}", "total_steps=64", timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[algo] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize("algo", ["drq_eps", "der"])
+def test_trains_evaluates_on_several_envs_and_resumes(atari100k_runs, algo):
+    run_dir = atari100k_runs[algo]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["total_steps"] == 64 and summary["algo"] == algo and summary["updates"] > 0
+    rows = (run_dir / "evals.csv").read_text().strip().splitlines()
+    header, evals = rows[0].split(","), [dict(zip(rows[0].split(","), r.split(","))) for r in rows[1:]]
+    assert "episodes" in header
+    # a periodic evaluation (eval.episodes), the final one of the 48-step run and the resumed run's
+    # (eval.final_episodes, played on one env each)
+    assert [int(e["env_step"]) for e in evals] == [24, 48, 64]
+    assert [int(e["episodes"]) for e in evals] == [1, 3, 3]
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert ("augmentation" in state["agent"]) == (algo == "drq_eps")
+
+
+def test_evaluates_and_films_the_trained_agent(atari100k_runs, tmp_path):
+    proc = run_dqn(
+        "eval", f"checkpoint={atari100k_runs['drq_eps']}", "episodes=2", "max_episode_steps=30", "video=true",
+        "device=cpu", f"hydra.run.dir={tmp_path / 'eval'}", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = last_json_line(proc.stdout)
+    assert result["episodes"] == 2 and Path(result["video"]).stat().st_size > 0
+
+
+# ------------------------------------------------------------------ human-normalised scores
+
+
+def test_human_normalised_score_by_hand():
+    from dqn_cli.app import atari_scores
+    from dqn_cli.app.benchmark import human_normalized
+
+    random, human = atari_scores.RANDOM["Breakout"], atari_scores.HUMAN["Breakout"]
+    assert human_normalized(random, "Breakout") == 0.0 and human_normalized(human, "Breakout") == 1.0
+    assert human_normalized(random + (human - random) / 4, "Breakout") == pytest.approx(0.25)
+    assert set(atari_scores.RANDOM) == set(atari_scores.HUMAN) and len(atari_scores.HUMAN) == 26
+
+
+def test_aggregates_by_hand():
+    from dqn_cli.app.benchmark import aggregate
+
+    scores = np.array([[0.0, 0.5, 1.0, 2.0], [0.2, 0.3, 1.4, 3.0]])  # 2 runs x 4 games
+    iqm, median, mean, gap = aggregate(scores)
+    flat = np.sort(scores.ravel())  # 8 scores: the middle 50% are the 3rd to 6th
+    assert iqm == pytest.approx(flat[2:6].mean())
+    assert median == pytest.approx(np.median(scores.mean(axis=0)))  # of the per-game means
+    assert mean == pytest.approx(scores.mean())
+    assert gap == pytest.approx(np.mean(np.maximum(1.0 - scores, 0.0)))
+
+
+def test_dqn_plot_writes_the_benchmark_tables_and_profile(atari100k_runs, tmp_path):
+    out = tmp_path / "atari.png"
+    proc = run_dqn("plot", str(atari100k_runs["drq_eps"]), str(atari100k_runs["der"]), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    games = (tmp_path / "atari_games.md").read_text()
+    assert "| Alien |" in games and "| Breakout |" in games and "DrQ(eps) (published)" in games
+    aggregate = (tmp_path / "atari_aggregate.md").read_text()
+    assert "drq_eps (this tool)" in aggregate and "der (this tool)" in aggregate and "IQM" in aggregate
+    assert (tmp_path / "atari_profile.png").stat().st_size > 0
