@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -66,21 +67,28 @@ class Agent:
         obs = np.asarray(observation, dtype=self.spec.frame_dtype)
         frame = tuple(self.spec.frame_shape)
         stacked = (self.spec.frame_stack, *frame)
-        if obs.shape == stacked or (self.spec.frame_stack == 1 and obs.shape == frame):
+        # one observation is what make_env's env returns: a frame, or a stack of them; one more
+        # leading axis is a batch, also of one (as Stable-Baselines3: (1, 4) gives actions of shape (1,))
+        one = frame if self.spec.frame_stack == 1 else stacked
+        if obs.shape == one:
             single, batch = True, obs.reshape(1, *stacked)
-        elif obs.shape[1:] == stacked or (self.spec.frame_stack == 1 and obs.shape[1:] == frame):
+        elif obs.shape[1:] == one:
             single, batch = False, obs.reshape(len(obs), *stacked)
         else:
-            raise ValueError(f"observation of shape {obs.shape}; this agent takes {stacked} or a batch of them")
+            raise ValueError(f"observation of shape {obs.shape}; this agent takes {one} or a batch of them")
         epsilon = 0.0 if deterministic else self.config.schedule.epsilon_end
         tensor = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
         actions = self.policy(lambda: self.q_network(tensor), len(batch), epsilon)
         return (int(actions[0]) if single else actions), state
 
 
-def load(path: str | os.PathLike, device: str = "cpu", which: str = "last") -> Agent:
+def load(path: str | os.PathLike, device: str = "cpu", which: str = "last", imports: Sequence[str] = ()) -> Agent:
     """The agent of a checkpoint (``.pt``) or of a run dir (its ``checkpoints/last.pt``, or
-    ``best.pt`` with ``which="best"``). Raises CheckpointError for a file that is not one."""
+    ``best.pt`` with ``which="best"``). Raises CheckpointError for a file that is not one.
+
+    Loading runs nothing the files name: a run whose env needs a module imported (``env.imports``,
+    an ``env.id`` of the form ``module:EnvId``) is refused (ConfigError) unless that module is in
+    ``imports``, given here by a caller who trusts the run."""
     path = Path(path)
     if path.is_dir():
         if which not in ("last", "best"):
@@ -88,7 +96,7 @@ def load(path: str | os.PathLike, device: str = "cpu", which: str = "last") -> A
         path = path / "checkpoints" / f"{which}.pt"
     state = load_checkpoint(path)
     torch_device = torch.device(device)
-    net, cfg, spec = load_agent_network(state, torch_device)
+    net, cfg, spec = load_agent_network(state, torch_device, str(path), tuple(imports))
     if "counters" not in state:
         raise CheckpointError(f"{path} has no counters; it was not written by dqn train")
     return Agent(net, cfg, spec, torch_device, int(state["counters"]["env_steps"]), seed=cfg.seed)

@@ -14,6 +14,8 @@ envs* unless its comment says otherwise.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
@@ -189,6 +191,7 @@ class EvalCommandConfig:
     which: str = "last"  # with a run dir: last (checkpoints/last.pt) | best (checkpoints/best.pt)
     video: bool = False  # write an mp4 of the episodes into the eval run dir
     device: str = "auto"
+    imports: List[str] = field(default_factory=list)  # modules the checkpoint's env may import (trusted runs only)
 
 
 def register_configs() -> None:
@@ -200,20 +203,92 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalCommandConfig)
 
 
-def to_train_config(cfg: DictConfig | dict) -> TrainConfig:
+def to_train_config(cfg: DictConfig | dict, strict: bool = False) -> TrainConfig:
     """Turn a composed (or saved) config into plain dataclasses.
 
     Keys that are not part of the schema (``hydra``) are dropped, so a
-    ``.hydra/config.yaml`` or the config inside a checkpoint loads back.
+    ``.hydra/config.yaml`` or the config inside a checkpoint loads back; with ``strict`` (the
+    command line's config) an unknown top-level key (``+foo=1``) is refused instead.
     """
     base = OmegaConf.structured(TrainConfig)
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    data = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(k for k in data if k not in known and k != "hydra")
+    if strict and unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}: dqn train has no such setting (dqn train --help lists them; "
+            "a group's keys are written group.key, e.g. optimizer.lr)"
+        )
+    data = {k: v for k, v in data.items() if k in known}
     try:
         merged = OmegaConf.merge(base, data)
     except Exception as err:  # omegaconf's ValidationError / ConfigKeyError
         raise ConfigError(_first_line(err)) from None
     return OmegaConf.to_object(merged)
+
+
+# A node interpolation (${env.game}) reads the config's own values; anything else in ${...} is a
+# resolver call (${oc.env:TOKEN}) that reads the machine: stored configs may hold only the former.
+_NODE_INTERPOLATION = re.compile(r"\$\{[A-Za-z_][\w.]*\}")
+
+
+def _leaves(data: Any, prefix: str = ""):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            yield from _leaves(value, f"{prefix}{i}.")
+    else:
+        yield prefix.rstrip("."), data
+
+
+def stored_imports(data: dict) -> list[str]:
+    """The modules a stored config would make dqn import: env.imports, and the module of an
+    env.id of Gymnasium's ``module:EnvId`` form (gymnasium.make imports it)."""
+    env = data.get("env") if isinstance(data, dict) else None
+    env = env if isinstance(env, dict) else {}
+    modules = [str(m) for m in (env.get("imports") or [])]
+    env_id = str(env.get("id") or "")
+    if ":" in env_id:
+        modules.append(env_id.split(":", 1)[0])
+    return modules
+
+
+def check_stored(data: Any, source: str, allowed_imports=()) -> dict:
+    """Refuse what would make loading a stored config (a run dir's, a checkpoint's) run anything:
+    a resolver interpolation (${oc.env:...}), or modules to import that the caller has not allowed
+    (``allowed_imports``: given now on the command line or to ``dqn_cli.load``). Returns ``data``.
+
+    A run dir or checkpoint from elsewhere is data: it never makes dqn import or run what it names.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the stored config is not a mapping of keys; it is not a dqn run's config")
+    for key, value in _leaves(data):
+        if isinstance(value, str) and "${" in _NODE_INTERPOLATION.sub("", value):
+            raise ConfigError(
+                f"{source}: {key} holds an interpolation that reads the machine (${{...:...}}); "
+                "a stored config is data and is never resolved"
+            )
+    refused = [m for m in stored_imports(data) if m not in set(allowed_imports)]
+    if refused:
+        names = ",".join(refused)
+        raise ConfigError(
+            f"{source} asks to import {names}; a stored run never imports code by itself: if you trust it, "
+            f"allow it with env.imports=[{names}] (dqn train resume=...), imports=[{names}] (dqn eval) "
+            f"or dqn_cli.load(..., imports=[{names!r}])"
+        )
+    return data
+
+
+def check_finite(cfg: Any, prefix: str = "") -> None:
+    """Refuse inf and nan in any float of a (nested) dataclass config, naming the key."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            _check(math.isfinite(value), f"{prefix}{f.name} must be a finite number, got {value}")
 
 
 def to_dict(cfg: Any) -> dict:
@@ -255,6 +330,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     Runs before any environment or buffer exists. Fixes the horizons that default to the run's
     first ``total_steps`` (``replay.beta_steps``, ``optimizer.lr_decay_steps``).
     """
+    check_finite(cfg)
     _check_env(cfg.env)
     _check_network(cfg.network, cfg.env)
     _check_replay(cfg.replay, cfg.env, cfg.total_steps, cfg.batch_size)
@@ -414,7 +490,10 @@ def _check_optimizer(o: OptimizerConfig, total_steps: int) -> None:
 def _check_training(cfg: TrainConfig) -> None:
     """The top-level keys."""
     _check(cfg.algo in ALGOS, f"algo must be one of {', '.join(ALGOS)}, got {cfg.algo!r}")
-    _check(cfg.total_steps >= 1, f"total_steps must be >= 1, got {cfg.total_steps}")
+    _check(
+        1 <= cfg.total_steps <= 10**12,
+        f"total_steps must be in [1, 10^12] env steps (10^12 is years of training), got {cfg.total_steps}",
+    )
     _check(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
     _check(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}")
     _check(cfg.train_every >= 1, f"train_every must be >= 1 env step, got {cfg.train_every}")

@@ -101,7 +101,7 @@ def _train_task(cfg) -> float:
             held_log.release()
 
     try:
-        train_cfg = to_train_config(cfg)
+        train_cfg = to_train_config(cfg, strict=True)
         if train_cfg.resume:  # the run's saved config with the command line's changes, validated as one
             from dqn_cli.run.resume import resumed_config
 

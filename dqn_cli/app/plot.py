@@ -69,11 +69,25 @@ class Run:
 
 # ----------------------------------------------------------------- reading
 def _read_csv(path: Path, x: str, y: str) -> np.ndarray:
+    """(rows, 2) float64 of columns ``x`` and ``y``; PlotError for a file that is not such a CSV,
+    or whose steps go backwards (two processes wrote it, or it was edited)."""
     if not path.is_file():
         return np.zeros((0, 2))
-    with open(path, newline="") as f:
-        rows = [(float(r[x]), float(r[y])) for r in csv.DictReader(f) if r.get(x) and r.get(y)]
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or x not in reader.fieldnames or y not in reader.fieldnames:
+                raise PlotError(f"{path}: not a dqn {path.name} (its header lacks {x} and {y})")
+            rows = [(float(r[x]), float(r[y])) for r in reader if r.get(x) and r.get(y)]
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as err:
+        if isinstance(err, PlotError):
+            raise
+        raise PlotError(f"{path}: damaged ({str(err).splitlines()[0][:120]}); each row is numbers under its header")
+    data = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    if len(data) > 1 and (np.diff(data[:, 0]) < 0).any():
+        at = int(np.flatnonzero(np.diff(data[:, 0]) < 0)[0]) + 2
+        raise PlotError(f"{path}: damaged: {x} goes backwards at row {at} (two processes wrote to this run?)")
+    return data
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -92,7 +106,13 @@ def _config(run_dir: Path) -> dict:
 
     for candidate in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"):
         if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text()) or {}
+            try:  # data only: no tags that build objects, nothing resolved
+                data = yaml.safe_load(candidate.read_text()) or {}
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise PlotError(f"{candidate}: not a readable run config ({first[:120]})") from None
+            if not isinstance(data, dict):
+                raise PlotError(f"{candidate}: not a run config (a mapping of keys)")
             data.pop("hydra", None)
             return _with_defaults(data)
     return {}
@@ -129,7 +149,12 @@ def _env_label(config: dict, summary: dict) -> str:
 
 def read_run(run_dir: Path) -> Run:
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    try:
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise PlotError(f"{summary_path}: not readable JSON ({str(err).splitlines()[0][:120]})") from None
+    if not isinstance(summary, dict):
+        raise PlotError(f"{summary_path}: not a run summary (a JSON object)")
     config = _config(run_dir)
     flat = {k: v for k, v in _flatten(config).items() if not _ignored(k)}
     return Run(
@@ -429,6 +454,9 @@ def main(argv: list[str]) -> int:
         out, rows = plot(args.paths, args.out, args.metric, dict(args.reference), args.title)
     except PlotError as err:
         parser.error(str(err))
+    except OSError as err:  # the figure or tables cannot be written there (a read-only run dir, a full disk)
+        where = err.filename or args.out
+        parser.error(f"cannot write {where} ({err.strerror or err}); pass --out PATH.png somewhere writable")
     print(render_markdown(rows, args.metric), end="")
     print(out)
     return 0

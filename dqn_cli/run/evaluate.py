@@ -175,16 +175,21 @@ def every_10_s(log) -> Callable[[int, int], None]:
     return note
 
 
-def load_agent_network(state: dict, device: torch.device):
+def load_agent_network(state: dict, device: torch.device, source: str = "checkpoint", imports=()):
     """Rebuild the trained Q-network, its env config and spec from a checkpoint dict.
 
-    Raises CheckpointError if the weights do not fit the network its config describes.
+    The stored config is data (:func:`dqn_cli.config.check_stored`): modules it would import must
+    be in ``imports``, given by the caller. Raises CheckpointError if the weights do not fit the
+    network its config describes, ConfigError for a config that asks to run anything.
     """
-    from dqn_cli.config import to_train_config
+    from dqn_cli.config import check_stored, to_train_config
     from dqn_cli.core.networks import build_network
     from dqn_cli.envs.vector import describe_env
     from dqn_cli.run.checkpoint import CheckpointError
 
+    if not isinstance(state, dict) or "config" not in state:
+        raise CheckpointError(f"{source} has no config; it was not written by dqn train")
+    check_stored(state["config"], source, imports)
     try:
         cfg = to_train_config(state["config"])
         weights = state["agent"]["q_network"]
@@ -241,7 +246,7 @@ def eval_checkpoint(cfg, run_dir) -> dict:
         raise ConfigError(f"which={cfg.which} picks a checkpoint of a run dir; checkpoint={cfg.checkpoint} is a file")
     state = load_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
-    net, train_cfg, spec = load_agent_network(state, device)
+    net, train_cfg, spec = load_agent_network(state, device, str(checkpoint), cfg.imports)
     epsilon = train_cfg.eval.epsilon if cfg.epsilon is None else float(cfg.epsilon)
     cap = train_cfg.eval.max_episode_steps if cfg.max_episode_steps is None else int(cfg.max_episode_steps)
     env_cfg = capped(train_cfg.env, cap)  # the video's replay envs get the same cap

@@ -16,7 +16,16 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from dqn_cli.config import ConfigError, EnvConfig, TrainConfig, to_dict, to_train_config, validate
+from dqn_cli.config import (
+    ConfigError,
+    EnvConfig,
+    TrainConfig,
+    check_stored,
+    stored_imports,
+    to_dict,
+    to_train_config,
+    validate,
+)
 from dqn_cli.files import atomic_write_text
 
 # keys a resumed run may change; everything else must match the saved config
@@ -76,12 +85,15 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
     Raises ConfigError (one line) on a conflicting override; writes nothing
     (:func:`save_config` records the result once the checkpoint is known good).
     """
+    import yaml
+
     saved_path = Path(run_dir) / ".hydra" / "config.yaml"
-    try:
-        saved = OmegaConf.load(saved_path)
-    except Exception as err:  # yaml / omegaconf errors of a damaged file
+    try:  # plain YAML data: no tags that build objects, no interpolation resolved
+        saved = yaml.safe_load(saved_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"resume: {saved_path} is unreadable ({first[:160]}); it is not a usable dqn run") from None
+    saved = check_stored(saved, f"resume: {saved_path}", stored_imports(to_dict(composed)))
     saved_cfg = to_train_config(saved)
     fresh = OmegaConf.structured(composed)
     merged = OmegaConf.structured(saved_cfg)

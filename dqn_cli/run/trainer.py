@@ -29,6 +29,7 @@ from dqn_cli.envs.autoreset import final_observations
 from dqn_cli.envs.workers import EnvWorkerDied
 from dqn_cli.files import atomic_write_text
 from dqn_cli.run.build import Run, build_run, check_run
+from dqn_cli.run.lock import run_dir_lock
 from dqn_cli.run.metrics import overridden_keys
 from dqn_cli.run.phases import (
     NonFiniteLoss,
@@ -61,6 +62,11 @@ def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Cal
     """
     run_dir = Path(run_dir)
     checked = check_run(cfg, run_dir)
+    with run_dir_lock(run_dir):  # one process per run dir, for the run's whole life
+        return _train(cfg, run_dir, checked, multirun, on_start)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, on_start) -> dict:
     if on_start is not None:
         on_start()
     with StopRequest() as stop, build_run(cfg, run_dir, checked, multirun) as run:
