@@ -123,7 +123,8 @@ def test_target_equal_to_online_is_computed_once_with_the_same_result():
     """While the target holds the online weights (a hard copy, then no gradient step), y uses the
     online pass alone; the update is the one with the target network's own pass, to the bit."""
     shortcut, full = _agent(), _agent()
-    full.target_is_online = False  # force the target network's pass
+    shortcut.update_target(1.0)
+    assert shortcut.target_is_online and not full.target_is_online  # (full: the target network's own pass)
     for step in range(3):
         a, b = shortcut.update(_batch(step)), full.update(_batch(step))
         assert a.td_loss == b.td_loss

@@ -242,10 +242,11 @@ class DQNAgent:
         self.policy = EpsilonGreedy(n_actions, seed)
         self.online_noise, self.target_noise = noisy_layers(q_network), noisy_layers(self.target_network)
         self.augmentation = augmentation
-        # True while the target network holds the online network's weights (after a hard copy, before
-        # the next gradient step): its values of s' are then the online ones, computed once. With
-        # target_update_period=1 (DrQ(eps)) that is every update. Noisy nets draw their own noise.
-        self.target_is_online = True
+        # True while the target network holds the online network's weights (after a hard copy by
+        # update_target, before the next gradient step): its values of s' are then the online ones,
+        # computed once. With target_update_period=1 (DrQ(eps)) that is every update but the first.
+        # Noisy nets draw their own noise, so never for them.
+        self.target_is_online = False
         self.losses, self.acting_network = self._losses, q_network
         if compile:
             self.losses, self.acting_network = compiled(self._losses, device), compiled(q_network, device)

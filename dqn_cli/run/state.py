@@ -36,6 +36,7 @@ class Counters:
     last_eval_cut: int = 0  # episodes of the last evaluation cut by eval.max_episode_steps
     wall_seconds: float = 0.0  # over all lives of the run
     eval_seconds: float = 0.0  # of wall_seconds, the time spent evaluating (and filming)
+    update_seconds: float = 0.0  # of wall_seconds, in DQN gradient steps (sampling, update, priorities); pqn: 0
     finished: bool = False  # the final evaluation is done
 
 

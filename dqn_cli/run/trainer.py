@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -144,7 +145,7 @@ def learn(run: Run):
     if n.updates < due and not replay.can_sample(cfg.batch_size):
         n.updates_dropped += due - n.updates
         due = n.updates
-    info = None
+    info, started = None, time.perf_counter()
     while n.updates < due:
         agent.set_learning_rate(run.learning_rate(n.env_steps))
         batch = replay.sample(cfg.batch_size, beta=run.beta(n.env_steps))
@@ -154,4 +155,5 @@ def learn(run: Run):
         n.updates += 1
         if not np.isfinite(info.td_loss):
             raise NonFiniteLoss(n.env_steps, info.td_loss)
+    n.update_seconds += time.perf_counter() - started
     return info
