@@ -111,7 +111,7 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException, MissingConfigException
-    from omegaconf.errors import ConfigAttributeError, ValidationError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     value_of_flag = {"-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
     plain = [
@@ -122,10 +122,17 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
         and not a.lstrip("+~").startswith("hydra")
         and previous not in value_of_flag
     ]
-    try:
-        parsed = OverridesParser.create().parse_overrides(plain)
-    except Exception:  # a syntax error: Hydra's message says where
-        return None
+    for previous, a in zip(["", *args], args):  # a bare word: Hydra's "missing EQUAL at '<EOF>'"
+        if "=" not in a and not a.startswith("-") and previous not in value_of_flag:
+            return f"{a!r} is not an override; write KEY=VALUE (optimizer.lr=1e-4) or GROUP=OPTION (env=minatar)"
+    parser = OverridesParser.create()
+    for a in plain:  # a syntax error, named with Hydra's reason in one line
+        try:
+            parser.parse_overrides([a])
+        except Exception as err:
+            reason = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+            return f"cannot read the override {a!r} ({reason}); the grammar: https://hydra.cc/docs/advanced/override_grammar/basic/"
+    parsed = parser.parse_overrides(plain)
     base, variants = [], []
     for override in parsed:
         if override.is_sweep_override():
@@ -141,7 +148,14 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
         overrides = list(base) if position is None else [*base[:position], value, *base[position + 1 :]]
         try:
             with initialize_config_dir(config_dir, version_base="1.3"):
-                compose(config_name, overrides=overrides)
+                composed = compose(config_name, overrides=overrides)
+            if config_name == "train" and not any(o.lstrip("+").startswith("resume=") for o in overrides):
+                from dqn_cli.config import ConfigError, to_train_config, validate
+
+                try:  # every job of a sweep, before the first starts
+                    validate(to_train_config(composed, strict=True))
+                except ConfigError as err:
+                    return str(err) if value is None else f"{value}: {err}"
         except MissingConfigException as err:  # algo=foo: Hydra's message spans a dozen lines
             group, _, option = (err.missing_cfg_file or "").rpartition("/")
             if not err.options or not group:
@@ -149,7 +163,11 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
             return f"{group}={option}: no such option; choose one of {', '.join(err.options)}"
         except ConfigCompositionException as err:
             cause = err.__cause__
-            if isinstance(cause, ConfigAttributeError) and cause.full_key and is_dataclass(cause.object_type):
+            if (
+                isinstance(cause, (ConfigAttributeError, ConfigKeyError))
+                and cause.full_key
+                and is_dataclass(cause.object_type)
+            ):
                 return unknown_key(cause.full_key, cause.object_type)
             if isinstance(cause, ValidationError):
                 reason = str(cause).strip().splitlines()[0]
