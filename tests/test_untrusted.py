@@ -144,7 +144,8 @@ def test_one_process_per_run_dir(trained_run, tmp_path):
 @pytest.mark.parametrize(
     "override, key",
     [("+foo=1", "foo"), ("optimizer.lr=inf", "optimizer.lr"), ("network.v_max=inf", "network.v_max"),
-     ("total_steps=1e23", "total_steps")],
+     ("total_steps=1e23", "total_steps"), ("optimizr.lr=1e-3", "optimizr"), ("optimizer.lr=[1,", "cannot read"),
+     ("foo", "not an override")],
 )  # fmt: skip
 def test_bad_values_are_one_line(override, key, tmp_path):
     proc = run_dqn("train", override, f"hydra.run.dir={tmp_path / 'r'}")
@@ -158,3 +159,10 @@ def test_predict_keeps_a_batch_of_one_a_batch(trained_run):
     one, _ = agent.predict(np.zeros(4, dtype=np.float32))
     batch, _ = agent.predict(np.zeros((1, 4), dtype=np.float32))
     assert isinstance(one, int) and batch.shape == (1,)
+
+
+def test_a_sweep_checks_every_jobs_values_before_the_first_starts(tmp_path):
+    proc = run_dqn("train", "-m", "optimizer.lr=1e-3,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "optimizer.lr=-1" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "sweep").exists(), "no job started"
