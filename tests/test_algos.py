@@ -134,7 +134,8 @@ def test_an_unknown_algo_gets_one_line_naming_the_choices(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert (
         len(lines) == 1
-        and "algo=rainbo: no such option; choose one of c51, der, dqn, drq_eps, nature_dqn, pqn, qr_dqn, rainbow" in lines[0]
+        and "algo=rainbo: no such option; choose one of c51, der, dqn, drq_eps, nature_dqn, pqn, qr_dqn, rainbow"
+        in lines[0]
     )
 
 

@@ -113,7 +113,10 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     from hydra.errors import ConfigCompositionException, MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-    value_of_flag = {"-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"}
+    value_of_flag = {
+        *("-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir"),
+        *("-c", "--cfg", "-p", "--package", "-i", "--info"),  # --cfg job, --package _global_, --info defaults
+    }
     plain = [
         a
         for previous, a in zip(["", *args], args)
