@@ -35,7 +35,10 @@ if [ "${1:-}" != "--plot-only" ]; then
     done
   done
 fi
+# the learning curves per game, and (dqn plot sees env.suite=atari100k) the per-game table, the
+# aggregate table (IQM, median, mean, optimality gap with CIs) and the performance profile:
+# atari100k.png, atari100k.md, atari100k_games.md, atari100k_aggregate.md, atari100k_profile.png
 if [ -d "$OUT" ]; then
-  "$DQN" plot "$OUT"/*/ --atari100k --out "$OUT/atari100k.png" \
-    --title "Atari 100k: human-normalised scores of the final 100-episode evaluation"
+  "$DQN" plot "$OUT" --out "$OUT/atari100k.png" \
+    --title "Atari 100k, dqn train env=atari100k: evaluation return (10 episodes every 25k steps, 100 at the end)"
 fi
