@@ -39,6 +39,9 @@ fi
 # aggregate table (IQM, median, mean, optimality gap with CIs) and the performance profile:
 # atari100k.png, atari100k.md, atari100k_games.md, atari100k_aggregate.md, atari100k_profile.png
 if [ -d "$OUT" ]; then
-  "$DQN" plot "$OUT" --out "$OUT/atari100k.png" \
+  # the dashed line of each game's panel: DrQ(eps)'s published score (dqn_cli/app/atari_scores.py)
+  mapfile -t REFS < <("$PYTHON" -c "from dqn_cli.app.atari_scores import PUBLISHED as P
+for g, v in P['DrQ(eps)'].items(): print(f'--reference={g}={v}')")
+  "$DQN" plot "$OUT" --out "$OUT/atari100k.png" "${REFS[@]}" \
     --title "Atari 100k, dqn train env=atari100k: evaluation return (10 episodes every 25k steps, 100 at the end)"
 fi

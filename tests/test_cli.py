@@ -359,7 +359,7 @@ def test_integer_keys_take_exact_floats_and_refuse_the_rest(tmp_path):
 
 @pytest.mark.parametrize("where", ["/dev/null/run", "/proc/no/such/dir"])
 def test_a_run_dir_that_cannot_be_made_is_one_line(where):
-    proc = run_dqn("train", f"hydra.run.dir={where}", "total_steps=200")
+    proc = run_dqn("train", f"hydra.run.dir={where}", "total_steps=2000")
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"hydra.run.dir={where}: cannot create the run directory" in lines[0], proc.stderr
