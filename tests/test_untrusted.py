@@ -166,3 +166,26 @@ def test_a_sweep_checks_every_jobs_values_before_the_first_starts(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "optimizer.lr=-1" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "sweep").exists(), "no job started"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 600 KB tmpfs (root can mount one; skipped where that is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_and_claims_no_checkpoint_that_is_not_there(tiny_disk):
+    run = tiny_disk / "run"
+    proc = run_dqn("train", "total_steps=3000", "eval.episodes=2", "eval.every=0", "checkpoint.every=0",
+                   "progress=off", f"hydra.run.dir={run}")  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "ENOSPC" in line and "no earlier checkpoint exists" in line and "resume=" not in line

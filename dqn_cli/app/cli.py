@@ -20,6 +20,7 @@ Exit codes and stderr (one line, no traceback; ``dqn --debug ...`` or
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -116,8 +117,20 @@ def _train_task(cfg) -> float:
         if held_log is not None and not held_log.released:  # bad input: the run dir is left as it was
             held_log.discard()
             remove_if_empty(run_dir)
-        hint = f"; continue later with: dqn train resume={run_dir}" if isinstance(err, CheckpointWriteError) else ""
-        fail("train", f"{err}{hint}", code=2 if bad_input else 1)  # 2: bad input, 1: a fault while training
+        has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
+        message = str(err)
+        if isinstance(err, NonFiniteLoss) and not has_checkpoint:  # (it cannot know whether one was written)
+            message = message.replace("the last good checkpoint is kept", "no checkpoint had been written yet")
+        resumable = isinstance(err, CheckpointWriteError) and has_checkpoint
+        hint = f"; continue later with: dqn train resume={run_dir}" if resumable else ""
+        fail("train", f"{message}{hint}", code=2 if bad_input else 1)  # 2: bad input, 1: a fault while training
+    except OSError as err:  # a full disk or a vanished mount while writing logs: a fault, in one line
+        if debug() or err.errno not in WRITE_FAULTS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        resumable = (run_dir / "checkpoints" / "last.pt").is_file()
+        hint = f"; continue later with: dqn train resume={run_dir}" if resumable else "; no checkpoint was written"
+        fail("train", f"could not write{where} ({err.strerror or err}){hint}", code=1)
     if summary.get("stopped"):  # SIGINT/SIGTERM, checkpoint written: the job ends normally for Hydra
         _stopped_by.append(int(summary["signal"]))  # (a sweep lists it as stopped); dqn exits 128 + signal
         return float("nan")
@@ -126,6 +139,8 @@ def _train_task(cfg) -> float:
 
 
 _stopped_by: list[int] = []  # signals that stopped a training run in this process
+# errno values of a write that failed for reasons outside the run: disk full, quota, read-only, I/O
+WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 def _eval_task(cfg) -> dict:

@@ -22,6 +22,7 @@ it belongs to; a resume uses it only when that step is ``last.pt``'s.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import pickle
 import re
@@ -56,9 +57,9 @@ class CheckpointWriteError(OSError):
         reason = err.strerror or str(err) or type(err).__name__
         code = f"{errno.errorcode.get(err.errno, err.errno)}: " if err.errno else ""
         hint = "; free some disk space" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
-        super().__init__(
-            f"could not write {path} ({code}{reason}); the previous checkpoint in {Path(path).parent} is intact{hint}"
-        )
+        last = Path(path).parent / "last.pt"
+        kept = f"the previous checkpoint {last} is intact" if last.is_file() else "no earlier checkpoint exists"
+        super().__init__(f"could not write {path} ({code}{reason}); {kept}{hint}")
 
 
 def step_path(ckpt_dir: Path, step: int) -> Path:
@@ -84,10 +85,10 @@ def save_checkpoint(ckpt_dir: Path, step: int, state: dict, keep: int) -> Path:
     """
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
+    data = _serialized({"format": FORMAT, "format_version": FORMAT_VERSION, **state})
     target = step_path(ckpt_dir, step)
-    _write(target, lambda f: torch.save(payload, f))
-    _write(ckpt_dir / "last.pt", lambda f: torch.save(payload, f))
+    _write(target, lambda f: f.write(data))
+    _write(ckpt_dir / "last.pt", lambda f: f.write(data))
     for _, old in step_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return target
@@ -97,9 +98,18 @@ def save_best(ckpt_dir: Path, state: dict) -> Path:
     """Write ``state`` (the network with the best evaluation so far) as ``best.pt``; return its path."""
     path = Path(ckpt_dir) / "best.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    _write(path, lambda f: torch.save(payload, f))
+    data = _serialized({"format": FORMAT, "format_version": FORMAT_VERSION, **state})
+    _write(path, lambda f: f.write(data))
     return path
+
+
+def _serialized(payload: dict) -> bytes:
+    """``torch.save``'s bytes, made in memory: written to a file directly, a full disk surfaces from
+    torch's zip writer as a RuntimeError ("unexpected pos"), not the OSError it is; written as
+    bytes, it is an OSError (ENOSPC) that names the disk. (Also serialised once for both files.)"""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
 
 
 def _write(path: Path, write: Callable[[Any], None]) -> None:
