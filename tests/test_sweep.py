@@ -116,13 +116,14 @@ def test_submitit_local_runs_each_job_in_its_own_process(tmp_path):
     assert (sweep_dir / ".submitit").is_dir()
 
 
-def test_a_sweep_stopped_by_a_bad_job_still_lists_it_as_failed(tmp_path):
-    sweep_dir, proc = sweep(tmp_path, "optimizer.lr=-1,1e-4")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "dqn train: error: optimizer.lr must be > 0, got -1.0"
-    (row,) = table(sweep_dir)  # the sweep stops at its first job
-    assert row["status"] == "failed" and row["best"] == "" and "optimizer.lr=-1" in row["overrides"]
-    assert "1 job: 1 failed." in (sweep_dir / "summary.md").read_text()
+def test_a_sweep_with_a_bad_value_is_refused_before_any_job_starts(tmp_path):
+    """Every job's values are checked up front: a bad one anywhere in the sweep starts nothing."""
+    sweep_dir, proc = sweep(tmp_path, "optimizer.lr=1e-4,-1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1] == "dqn train: error: optimizer.lr=-1: optimizer.lr must be > 0, got -1.0"
+    )
+    assert not sweep_dir.exists()
 
 
 @pytest.mark.parametrize(
