@@ -307,7 +307,7 @@ def test_bash_tab_completion_of_commands_groups_and_keys(tmp_path):
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert proc.stdout.splitlines() == [
         "eval",
-        "env=atari env=breakout env=cartpole env=classic env=minatar env=pong",
+        "env=atari env=atari100k env=breakout env=cartpole env=classic env=minatar env=pong",
         "optimizer.lr= optimizer.lr_decay_steps= optimizer.lr_end=",
     ], proc.stderr
 
