@@ -324,15 +324,18 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 DISK_FULL_ON_SECOND_SAVE = """
-import errno, torch
-_real, _calls = torch.save, [0]
-def _save(obj, f, *a, **k):
-    _calls[0] += 1
-    if _calls[0] >= 3:  # the second checkpoint: a few bytes, then the disk is full
-        f.write(b"partial")
-        raise OSError(errno.ENOSPC, "No space left on device")
-    _real(obj, f, *a, **k)
-torch.save = _save
+import errno
+import dqn_cli.run.checkpoint as _checkpoint
+_real, _calls = _checkpoint.atomic_write, [0]
+def _atomic_write(path, write):
+    if path.name.startswith("step_") or path.name == "last.pt":
+        _calls[0] += 1
+        if _calls[0] >= 3:  # the second checkpoint's first file: a few bytes, then the disk is full
+            def write(f):
+                f.write(b"partial")
+                raise OSError(errno.ENOSPC, "No space left on device")
+    return _real(path, write)
+_checkpoint.atomic_write = _atomic_write
 """
 
 
