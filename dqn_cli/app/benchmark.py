@@ -102,7 +102,8 @@ def interval_estimates(suite_list: list[Suite], seed: int = 0) -> dict[str, tupl
 
 def games_markdown(suite_list: list[Suite]) -> str:
     """The per-game table: mean raw score over seeds with its 95% bootstrap CI, beside the published."""
-    rng = np.random.default_rng(0)
+    from dqn_cli.app.plot import mean_ci
+
     games = sorted({g for s in suite_list for g in s.scores})
     published = list(atari_scores.PUBLISHED)
     head = " | ".join(f"{s.label} (mean [95% CI], runs)" for s in suite_list)
@@ -123,8 +124,7 @@ def games_markdown(suite_list: list[Suite]) -> str:
             if x.size == 0:
                 cells.append("")
                 continue
-            means = x[rng.integers(0, x.size, size=(REPS, x.size))].mean(axis=1)
-            lo, hi = np.quantile(means, [0.025, 0.975])
+            lo, hi = mean_ci(x)
             cells.append(f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}], {x.size}")
         refs = [atari_scores.PUBLISHED[p].get(game) for p in published]
         lines.append(
