@@ -11,7 +11,8 @@ import yaml
 from helpers import job_dirs, run_dqn, sweep
 from PIL import Image
 
-from dqn_cli.app.plot import bootstrap_ci, iqm, moving_average_curve
+from dqn_cli.app.plot import moving_average_curve
+from dqn_cli.app.stats import bootstrap_ci, iqm
 
 
 def test_statistics_by_hand():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dqn_cli.app import atari_scores
+from dqn_cli.app.stats import mean_ci
 
 AGGREGATES = ("iqm", "median", "mean", "optimality_gap")
 REPS = 2000  # bootstrap resamples
@@ -102,7 +103,6 @@ def interval_estimates(suite_list: list[Suite], seed: int = 0) -> dict[str, tupl
 
 def games_markdown(suite_list: list[Suite]) -> str:
     """The per-game table: mean raw score over seeds with its 95% bootstrap CI, beside the published."""
-    from dqn_cli.app.plot import mean_ci
 
     games = sorted({g for s in suite_list for g in s.scores})
     published = list(atari_scores.PUBLISHED)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dqn_cli.app.stats import bootstrap_ci, iqm, mean_ci
+
 # config keys that do not change what is learned: runs differing only in these are one configuration
 IGNORED = (
     "seed",
@@ -49,7 +51,6 @@ IGNORED = (
     "env.vectorization",
 )
 WINDOW = 100  # training episodes in the moving average of --metric train
-BOOTSTRAP = 2000  # bootstrap resamples
 POINTS = 60  # grid points of a --metric train curve
 
 
@@ -181,39 +182,6 @@ def find_runs(paths: list[str]) -> list[Run]:
             raise PlotError(f"{text}: no runs in it (a run dir holds evals.csv, written by dqn train as it goes)")
         runs += [read_run(d) for d in found]
     return runs
-
-
-# ----------------------------------------------------------------- statistics
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (one per run)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        return float(values.mean()), float(values.mean())
-    means = values[rng.integers(0, values.size, size=(BOOTSTRAP, values.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-
-def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """rliable's percentile bootstrap interval of the mean of ``values`` (one per run; with one
-    task its stratified bootstrap is the plain one), for the tables."""
-    from rliable import library
-
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        return float(values.mean()), float(values.mean())
-    np.random.seed(seed)  # (rliable draws from numpy's global generator)
-    _, ci = library.get_interval_estimates(
-        {"x": values[:, None]}, lambda x: np.array([x.mean()]), reps=BOOTSTRAP, confidence_interval_size=level
-    )
-    return float(ci["x"][0, 0]), float(ci["x"][1, 0])
-
-
-def iqm(values: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% of runs (scipy's trim_mean(x, 0.25), as rliable)."""
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    cut = int(0.25 * x.size)
-    return float(x[cut : x.size - cut].mean())
 
 
 def moving_average_curve(episodes: np.ndarray, grid: np.ndarray, window: int = WINDOW) -> np.ndarray:
