@@ -36,8 +36,9 @@ dev: $(VENV)/.installed-dev
 train: install
 	$(BIN)/dqn train $(ARGS)
 
+# -n auto: one pytest worker per core (pytest-xdist); the end-to-end runs are most of the time.
 test: lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto $(ARGS)
 
 # Sweeps on a real single-node SLURM 22.05 started on this machine (root: installs slurm-wlm,
 # munge, slurmdbd and mariadb-server with apt where missing), stopped again afterwards.

@@ -222,10 +222,12 @@ def test_other_env_async_vectorization_and_options(tmp_path):
         ("total_steps=1000 learning_starts=998 train_every=4", "use learning_starts <= 996"),
         ("network.hidden_sizes=[]", "would make the Q-network linear"),
         ("total_steps=1.5e3.2", "total_steps=1.5e3.2"),
+        ("env.id=no_such_mod:Foo-v0", "cannot import module 'no_such_mod'"),  # Gymnasium's module:Id
+        ("network.hidden_sizes=[300000,300000]", "use smaller network.hidden_sizes"),  # 90G parameters
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, override, needle):
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "made" / "by" / "hydra" / "run"
     args = ["train", *override.split(), f"hydra.run.dir={run_dir}"]
     if needle is None:
         proc = run_dqn(*args, "--cfg", "job")
@@ -237,7 +239,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, override, needle):
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
     assert needle in lines[0]
-    assert not run_dir.exists()  # refused input leaves no run dir behind
+    assert not (tmp_path / "made").exists()  # refused input leaves no run dir behind, nor its parents
 
 
 def test_bad_input_into_an_existing_run_dir_changes_nothing(trained_run, tmp_path):
@@ -328,6 +330,14 @@ def test_a_refused_eval_leaves_no_run_dir(trained_run, tmp_path, args, needle):
     proc = run_dqn("eval", *args, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not run_dir.exists()
+
+
+def test_a_refused_run_leaves_no_empty_outputs_folders(tmp_path):
+    """Hydra makes outputs/DATE/TIME_NAME before the input is checked; a refusal removes what it made."""
+    for args in (["eval", "checkpoint=/no/such/file.pt"], ["train", "optimizer.lr=-1"]):
+        proc = run_dqn(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_a_classic_run_is_named_after_its_env_and_says_where_it_is(tmp_path):

@@ -400,6 +400,31 @@ def test_resume_with_conflicting_overrides_is_refused_and_the_run_untouched(run_
     assert_nothing_left(marker)
 
 
+@pytest.fixture
+def read_only_run(run_copy, tmp_path):
+    """run_copy on a read-only bind mount (needs root and a kernel that allows it; skipped otherwise)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    shutil.move(run_copy, mount / "run")
+    ok = subprocess.run(["mount", "--bind", str(mount), str(mount)], capture_output=True).returncode == 0
+    ok = ok and subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True).returncode == 0
+    if not ok:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+        pytest.skip("cannot make a read-only bind mount here (needs root)")
+    try:
+        yield mount / "run"
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_resume_of_a_run_on_a_read_only_mount_is_refused_and_eval_still_reads_it(read_only_run, tmp_path):
+    before = snapshot(read_only_run)
+    one_line_refusal(run_dqn("train", f"resume={read_only_run}", "total_steps=800"), "is not writable")
+    proc = run_dqn("eval", f"checkpoint={read_only_run}", "episodes=1", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(read_only_run) == before
+
+
 def test_resume_of_what_is_not_a_run_is_refused(tmp_path, run_copy):
     plain = tmp_path / "plain"
     plain.mkdir()

@@ -34,6 +34,7 @@ from dqn_cli.app.hydra_compat import (
     bad_value,
     conflicting_modes,
     exact_integers,
+    existing_root,
     record_run_config,
     remove_if_empty,
     unwritable_dir,
@@ -116,7 +117,7 @@ def _train_task(cfg) -> float:
         bad_input = isinstance(err, (ConfigError, CheckpointError))
         if held_log is not None and not held_log.released:  # bad input: the run dir is left as it was
             held_log.discard()
-            remove_if_empty(run_dir)
+            remove_if_empty(run_dir, _existing_root[0] if _existing_root else Path(hc.runtime.cwd))
         has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
         message = str(err)
         if isinstance(err, NonFiniteLoss) and not has_checkpoint:  # (it cannot know whether one was written)
@@ -139,6 +140,9 @@ def _train_task(cfg) -> float:
 
 
 _stopped_by: list[int] = []  # signals that stopped a training run in this process
+# the deepest folder of a literal hydra.run.dir=PATH that existed before Hydra made the run dir: a
+# refused run removes the run dir and the parents it made up to there (else up to the working dir)
+_existing_root: list[Path] = []
 # errno values of a write that failed for reasons outside the run: disk full, quota, read-only, I/O
 WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
@@ -165,7 +169,7 @@ def _eval_task(cfg) -> dict:
         fault = isinstance(err, ReplayDiverged)  # the env is not deterministic given its seed: no video
         if held_log is not None and not fault:  # bad input: nothing is left behind
             held_log.discard()
-            remove_if_empty(run_dir)
+            remove_if_empty(run_dir, _existing_root[0] if _existing_root else Path(hc.runtime.cwd))
         elif held_log is not None:
             record_run_config(run_dir, hc, cfg)
             held_log.release()
@@ -227,6 +231,7 @@ def run_hydra(command: str, args: list[str]) -> int:
             problem = unwritable_dir(args)
         if problem:
             fail(command, problem)
+    _existing_root[:] = [existing_root(a.split("=", 1)[1]) for a in args if a.startswith("hydra.run.dir=")][-1:]
     argv0 = sys.argv[0]
     sys.argv = [f"dqn {command}", *args]
     try:

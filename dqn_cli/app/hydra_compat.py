@@ -258,9 +258,25 @@ class HeldRunLog:
         self.memory.buffer.clear()
 
 
-def remove_if_empty(run_dir: Path) -> None:
-    """Remove the run dir Hydra made for input that was refused (only if nothing is in it)."""
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass
+def existing_root(run_dir: str) -> Path:
+    """The deepest folder on the way to ``run_dir`` that exists now (the working dir when the
+    path holds an interpolation, such as ``${now:...}``, that Hydra resolves later)."""
+    if "${" in run_dir:
+        return Path.cwd()
+    folder = Path(run_dir).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder if folder != Path(run_dir).absolute() else folder.parent
+
+
+def remove_if_empty(run_dir: Path, root: Path | None = None) -> None:
+    """Remove the run dir Hydra made for input that was refused (only if nothing is in it), and
+    its parents that are left empty inside ``root`` (the working directory: outputs/DATE/)."""
+    run_dir, root = Path(run_dir).absolute(), Path(root or Path.cwd()).absolute()
+    for folder in (run_dir, *run_dir.parents):
+        if folder != run_dir and (folder == root or root not in folder.parents):
+            return
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or not ours to remove): stop here
+            return

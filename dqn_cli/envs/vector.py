@@ -88,6 +88,11 @@ def describe_env(cfg: EnvConfig) -> EnvSpec:
             f"env.id={cfg.id!r} is not a registered Gymnasium env ({err}); e.g. env.id=Acrobot-v1, "
             "or env.imports=[my_package] for a package that registers it on import"
         ) from None
+    except ImportError as err:  # env.id=module:Id, whose module Gymnasium imports to register the id
+        raise ConfigError(
+            f"env.id={cfg.id!r}: cannot import module {cfg.id.split(':')[0]!r} ({type(err).__name__}); "
+            "env.id=module:Id needs an importable module, e.g. installed with pip install -e ."
+        ) from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
         if not isinstance(act_space, gym.spaces.Discrete):

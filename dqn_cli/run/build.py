@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from dqn_cli.config import TrainConfig
+from dqn_cli.config import ConfigError, TrainConfig
 from dqn_cli.core.agent import DQNAgent
 from dqn_cli.core.augment import Augmentation
 from dqn_cli.core.networks import build_network
@@ -31,6 +31,7 @@ from dqn_cli.run import resume
 from dqn_cli.run.metrics import RunLogger, use_progress_bar
 from dqn_cli.run.state import Counters, restore
 from dqn_cli.runtime import (
+    available_memory_bytes,
     check_fits_in_memory,
     int_seed,
     keep_freed_memory,
@@ -87,12 +88,32 @@ def check_run(cfg: TrainConfig, run_dir: Path) -> Checked:
     if cfg.algo != "pqn":  # (PQN keeps one rollout: 128 envs x 32 steps of Atari stacks are 115 MB)
         check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
     device = resolve_device(cfg.device)
+    check_network_fits(cfg, spec, device)
     resume_state = None
     if cfg.resume:  # a bad or foreign checkpoint, or a finished run
         last = run_dir / "checkpoints" / "last.pt"
         resume_state = ckpt.load_checkpoint(last)
         resume.check_resumable(resume_state, cfg, last)
     return Checked(spec, device, resume_state)
+
+
+def check_network_fits(cfg: TrainConfig, spec: EnvSpec, device: torch.device) -> None:
+    """Refuse, before anything starts, a Q-network whose training state would not fit in memory:
+    its parameters counted on PyTorch's meta device (no memory), times 5 float32 copies (online,
+    target, gradients and Adam's two moments)."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_network(cfg.network, spec.obs_shape, spec.n_actions).parameters())
+    needed = 5 * 4 * params
+    if device.type == "cuda":
+        avail, where = torch.cuda.mem_get_info(device)[0], "GPU memory"
+    else:
+        avail, where = available_memory_bytes(), "memory"
+    if needed > 0.9 * avail:
+        raise ConfigError(
+            f"the Q-network has {params:,} parameters (network.hidden_sizes={list(cfg.network.hidden_sizes)}), "
+            f"about {needed / 2**30:.1f} GiB to train with its target, gradients and Adam's moments, "
+            f"but only {avail / 2**30:.1f} GiB of {where} is available; use smaller network.hidden_sizes"
+        )
 
 
 @contextmanager

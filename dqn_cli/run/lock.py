@@ -28,8 +28,14 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     import fcntl
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # a read-only mount, or a folder of someone else's: bad input, nothing written
+        raise ConfigError(
+            f"{run_dir} is not writable ({err.strerror}); a run writes into its run dir: "
+            "copy it somewhere writable (cp -r) and resume the copy"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
