@@ -111,6 +111,7 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf import open_dict
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
     value_of_flag = {
@@ -120,11 +121,9 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     plain = [
         a
         for previous, a in zip(["", *args], args)
-        if "=" in a
-        and not a.startswith("-")
-        and not a.lstrip("+~").startswith("hydra")
-        and previous not in value_of_flag
+        if "=" in a and not a.startswith("-") and previous not in value_of_flag
     ]
+    multirun = "-m" in args or "--multirun" in args
     for previous, a in zip(["", *args], args):  # a bare word: Hydra's "missing EQUAL at '<EOF>'"
         if "=" not in a and not a.startswith("-") and previous not in value_of_flag:
             return f"{a!r} is not an override; write KEY=VALUE (optimizer.lr=1e-4) or GROUP=OPTION (env=minatar)"
@@ -138,6 +137,11 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     parsed = parser.parse_overrides(plain)
     base, variants = [], []
     for override in parsed:
+        if override.is_sweep_override() and not multirun and not override.is_hydra_override():
+            return (
+                f"{override.input_line}: a list of values is a sweep; add -m (--multirun) to run one job "
+                "per value, or write a list value in brackets (network.hidden_sizes=[64,64])"
+            )
         if override.is_sweep_override():
             try:
                 values = [f"{override.get_key_element()}={v}" for v in override.sweep_string_iterator()]
@@ -150,8 +154,10 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
     for position, value in [(None, None), *variants]:
         overrides = list(base) if position is None else [*base[:position], value, *base[position + 1 :]]
         try:
-            with initialize_config_dir(config_dir, version_base="1.3"):
-                composed = compose(config_name, overrides=overrides)
+            with initialize_config_dir(config_dir, version_base="1.3"):  # (hydra.* overrides need hydra's config)
+                composed = compose(config_name, overrides=overrides, return_hydra_config=True)
+            with open_dict(composed):
+                del composed["hydra"]
             if config_name == "train" and not any(o.lstrip("+").startswith("resume=") for o in overrides):
                 from dqn_cli.config import ConfigError, to_train_config, validate
 
@@ -175,10 +181,20 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
             if isinstance(cause, ValidationError):
                 reason = str(cause).strip().splitlines()[0]
                 return f"{cause.full_key}={cause.value}: {reason}" if cause.full_key else reason
-            return None
-        except Exception:
-            return None
+            return first_line(err)  # e.g. ~foo: "Could not delete from config. 'foo' does not exist."
+        except Exception as err:  # e.g. +network=1: "Config group override must be a string or a list. Got int"
+            groups = sorted(p.name for p in Path(config_dir).iterdir() if p.is_dir())
+            for o in parsed:
+                if o.key_or_group in groups and not isinstance(o.value(), str):
+                    options = sorted(p.stem for p in (Path(config_dir) / o.key_or_group).glob("*.yaml"))
+                    return f"{o.input_line}: {o.key_or_group} is a config group; choose a preset by name: {', '.join(options)}"
+            mine = " ".join(o for o in overrides if not o.lstrip("+~").startswith("hydra"))
+            return f"{first_line(err).split(' : Override(')[0]} (in {mine})"
     return None
+
+
+def first_line(err: Exception) -> str:
+    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
 
 
 def unknown_key(full_key: str, schema: type) -> str:
