@@ -34,6 +34,7 @@ class EnvConfig:
     game: str = "Breakout"  # ALE or MinAtar game name, any spelling (kind=atari, minatar)
     num_envs: int = 4  # environments stepped together
     vectorization: str = "sync"  # sync (one process) | async (subprocesses) | ale (Atari) | envpool (Atari, classic)
+    worker_restarts: int = 3  # async: training env workers that die are restarted (fresh episodes) this often; 0 = stop
     max_episode_steps: Optional[int] = None  # time limit in agent steps; None keeps the env's own
     imports: List[str] = field(default_factory=list)  # modules imported first: packages registering their env ids
     frame_stack: int = 1  # observations stacked into the agent's input
@@ -348,6 +349,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def _check_env(e: EnvConfig) -> None:
     _check(e.kind in ENV_KINDS, f"env.kind must be one of {', '.join(ENV_KINDS)}, got {e.kind!r}")
     _check(e.num_envs >= 1, f"env.num_envs must be >= 1, got {e.num_envs}")
+    _check(e.worker_restarts >= 0, f"env.worker_restarts must be >= 0, got {e.worker_restarts}")
     backends = {"atari": ("sync", "async", "ale", "envpool"), "classic": ("sync", "async", "envpool")}.get(
         e.kind, ("sync", "async")
     )

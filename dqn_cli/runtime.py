@@ -35,6 +35,7 @@ STREAMS = {
     "init": 5,  # network initialisation (torch's global generator) and python/numpy globals
     "video": 6,  # key (k,): the k-th evaluation's filmed episode
     "augment": 7,  # network.augment's shifts and intensity noise
+    "restarted_envs": 8,  # key (k,): the training envs after their k-th restart (env.worker_restarts)
 }
 
 

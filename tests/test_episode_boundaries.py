@@ -93,3 +93,41 @@ def test_truncated_transition_bootstraps_from_final_observation(tmp_path):
     last_of_terminated = (batch.obs[:, -1, 1] == fake_envs.TERMINATE_AT - 1) & (batch.obs[:, -1, 0] % 2 == 1)
     assert last_of_terminated.any()
     assert (batch.discounts[last_of_terminated] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["uniform", "prioritized"])
+def test_cutting_an_episode_is_a_truncation_at_the_observation_the_env_was_in(kind):
+    """An env restarted mid-episode (its worker died): ReplayBuffer.cut_episodes must leave the
+    buffer exactly as if the env's last step had been truncated with that observation as its final
+    one, array for array, while the other env's episode runs on untouched."""
+    from dqn_cli.replay.samplers import PrioritizedSampler
+    from dqn_cli.replay.storage import ReplayBuffer
+
+    E, S = 2, 3
+
+    def buffer():
+        sampler = PrioritizedSampler(alpha=0.6, eps=1e-6) if kind == "prioritized" else None
+        return ReplayBuffer(64, E, (2,), np.float32, frame_stack=S, n_step=3, gamma=0.9, seed=0, sampler=sampler)
+
+    def obs(t):  # (E, S, 2): frames [env, t - k]
+        return np.array([[[e, max(t - k, 0)] for k in reversed(range(S))] for e in range(E)], np.float32)
+
+    no = np.zeros(E, bool)
+    truncated_at_4, cut_at_4 = buffer(), buffer()
+    for t in range(4):
+        ended = np.array([t == 3, False])
+        truncated_at_4.add(obs(t), np.full(E, t % 2), np.full(E, 1.0 + t), no, ended, obs(t + 1))
+        cut_at_4.add(obs(t), np.full(E, t % 2), np.full(E, 1.0 + t), no, no)
+    cut_at_4.cut_episodes(np.array([0]), obs(4)[:1])
+    for t in range(4, 9):  # env 0 in a new episode, env 1 carrying on
+        for buf in (truncated_at_4, cut_at_4):
+            buf.add(obs(t), np.zeros(E, np.int64), np.ones(E), no, no)
+    for name in ReplayBuffer._ARRAYS:
+        np.testing.assert_array_equal(getattr(cut_at_4, name), getattr(truncated_at_4, name), err_msg=name)
+    assert cut_at_4.truncated[0, 3] and not cut_at_4.truncated[1].any()
+    assert len(cut_at_4) == len(truncated_at_4) > 0
+    cut_at_4.cut_episodes(np.array([0, 1]), obs(9))
+    assert cut_at_4.final[np.arange(E), (cut_at_4.head - 1) % cut_at_4.slots].all()
+    heads = cut_at_4.head.copy()
+    cut_at_4.cut_episodes(np.array([0, 1]), obs(9))  # an env with no step in its episode yet: left alone
+    np.testing.assert_array_equal(cut_at_4.head, heads)

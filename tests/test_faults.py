@@ -285,8 +285,9 @@ def test_stop_request_handler_in_process():
 
 # ------------------------------------------------------------------ faults
 def test_an_env_worker_that_dies_is_named_not_a_hang(tmp_path):
+    """With its restarts spent (env.worker_restarts=0: none), a dead worker ends the run."""
     run = tmp_path / "run"
-    dqn = Dqn("train", *LONG, "eval.every=0", f"hydra.run.dir={run}")
+    dqn = Dqn("train", *LONG, "eval.every=0", "env.worker_restarts=0", f"hydra.run.dir={run}")
     dqn.wait_for(run / "train.log", FIRST_CHECKPOINT)
     workers = dqn.workers()
     assert len(workers) == 2
@@ -299,6 +300,34 @@ def test_an_env_worker_that_dies_is_named_not_a_hang(tmp_path):
     assert f"resume={run}" in lines[0]
     assert_nothing_left(dqn.marker)
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["counters"]["env_steps"] >= 200
+
+
+def test_env_workers_that_die_are_restarted_in_fresh_episodes_then_the_run_stops(tmp_path):
+    """kill -9 of an async env worker: the workers restart (new processes, fresh episodes), the run
+    goes on, the restart is logged and counted; one death more than env.worker_restarts ends it."""
+    run = tmp_path / "run"
+    dqn = Dqn("train", *LONG, "eval.every=0", "env.worker_restarts=2", f"hydra.run.dir={run}")
+    dqn.wait_for(run / "train.log", FIRST_CHECKPOINT)
+    for restart in (1, 2):
+        workers = dqn.workers()
+        assert len(workers) == 2
+        os.kill(workers[restart - 1], signal.SIGKILL)
+        text = dqn.wait_for(run / "train.log", f"restart {restart} of at most 2")
+        assert f"env worker {restart - 1} of 2 (CartPole-v1, pid {workers[restart - 1]}) was killed by SIGKILL" in text
+        deadline = time.monotonic() + 20
+        while (len(new := dqn.workers()) != 2 or set(new) & set(workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(new) == 2 and not set(new) & set(workers), (workers, new)
+        step = logged_steps(text)[-1]
+        dqn.wait_for(run / "train.log", f"step {step + 200}/")  # ...and it trains on
+    os.kill(dqn.workers()[0], signal.SIGKILL)  # the third death: restarts spent
+    code, out, err, took = dqn.finish(timeout=20)
+    assert code == 1, err[-3000:]
+    lines = stderr_lines(err)
+    assert len(lines) == 1 and "was killed by SIGKILL" in lines[0] and f"resume={run}" in lines[0], err
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert last["counters"]["env_restarts"] == 2
+    assert_nothing_left(dqn.marker)
 
 
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -38,7 +38,9 @@ RANDOM = "DQN_FUZZ_EXAMPLES" in os.environ  # the script's long random run; CI's
 SKIP = {"env.imports", "resume"}
 # Atari presets make an emulator to check the game (seconds each): only in the script's long run
 ENVS = sorted(
-    p.stem for p in (ROOT / "configs" / "env").glob("*.yaml") if RANDOM or "atari" not in p.read_text().split("kind:")[-1][:10]
+    p.stem
+    for p in (ROOT / "configs" / "env").glob("*.yaml")
+    if RANDOM or "atari" not in p.read_text().split("kind:")[-1][:10]
 )
 ALGOS = sorted(p.stem for p in (ROOT / "configs" / "algo").glob("*.yaml"))
 WORDS = [

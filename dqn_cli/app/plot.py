@@ -49,6 +49,7 @@ IGNORED = (
     "eval.final_episodes",
     "env.name",
     "env.vectorization",
+    "env.worker_restarts",
 )
 WINDOW = 100  # training episodes in the moving average of --metric train
 POINTS = 60  # grid points of a --metric train curve

@@ -186,6 +186,11 @@ class EpisodeStats:
         self.episodes += len(finished)
         return finished
 
+    def drop_open(self) -> None:
+        """Forget the episodes under way (their envs were restarted: they never finish)."""
+        self.returns[:] = 0.0
+        self.lengths[:] = 0
+
     def state_dict(self) -> dict:
         return {"returns": self.returns.tolist(), "lengths": self.lengths.tolist(), "episodes": self.episodes}
 

@@ -25,16 +25,20 @@ class EnvWorkerDied(RuntimeError):
     """An env subprocess died (killed, crashed, out of memory): the message names it."""
 
     def __init__(self, err: BaseException, env_cfg, step: int, run_dir: Path, envs=None, eval_envs=None):
-        name = env_cfg.label
-        dead = [
-            f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
-            for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})
-        ]
-        what = "; ".join(dead) if dead else f"an env worker of {name} stopped answering ({type(err).__name__})"
         super().__init__(
-            f"{what} at env step {step}; training stopped, the last checkpoint is kept "
-            f"(continue with: dqn train resume={run_dir})"
+            f"{dead_workers_text(err, env_cfg, envs, eval_envs)} at env step {step}; training stopped, "
+            f"the last checkpoint is kept (continue with: dqn train resume={run_dir})"
         )
+
+
+def dead_workers_text(err: BaseException, env_cfg, envs=None, eval_envs=None) -> str:
+    """``"env worker 1 of 2 (CartPole-v1, pid 123) was killed by SIGKILL"``: the workers that are gone."""
+    name = env_cfg.label
+    dead = [
+        f"{kind}env worker {i} of {total} ({name}, pid {p.pid}) {_exit_text(p.exitcode)}"
+        for kind, i, total, p in _dead_workers({"": envs, "evaluation ": eval_envs})
+    ]
+    return "; ".join(dead) if dead else f"an env worker of {name} stopped answering ({type(err).__name__})"
 
 
 def _exit_text(code: int | None) -> str:

@@ -182,6 +182,22 @@ class ReplayBuffer:
         self.pos[envs, w] = self.episode_pos[envs]
         self._advance(envs)
 
+    def cut_episodes(self, envs: np.ndarray, stacks: np.ndarray) -> None:
+        """End the open episodes of ``envs`` here, truncated, as if their last step had been cut by
+        a time limit: each one's last transition bootstraps from ``stacks`` (the observation the
+        env was in, written as the final slot), and no n-step window or frame stack runs on into
+        what comes next. For envs restarted in mid-episode (an env worker that died).
+
+        envs: (k,) distinct env indices; stacks: (k, S, *frame_shape), their current observations.
+        """
+        envs = np.asarray(envs, dtype=np.int64)
+        open_ = self.episode_pos[envs] > 0
+        envs, stacks = envs[open_], stacks[open_]
+        if envs.size:
+            self.truncated[envs, (self.head[envs] - 1) % self.slots] = True
+            self._write_frame_only(envs, stacks[:, -1])
+            self.episode_pos[envs] = 0
+
     def resume_episodes(self, stacks: np.ndarray, continued: bool) -> None:
         """Make the buffer agree with the envs of a resumed run, before its first ``add``.
 

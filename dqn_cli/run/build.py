@@ -23,7 +23,7 @@ from dqn_cli.core.pqn import PQNAgent
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
-from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, start_workers
+from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, dead_workers_text, start_workers
 from dqn_cli.replay.build import build_replay, estimate_replay_bytes
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.run import checkpoint as ckpt
@@ -201,14 +201,39 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         )
         yield run
         clean = True
-    except WORKER_GONE as err:  # an env subprocess died: name it, do not hang on it
+    except WORKER_GONE as err:  # an env subprocess died (beyond env.worker_restarts): name it, do not hang on it
         step = run.n.env_steps if run is not None else 0
+        envs = run.envs if run is not None else envs
         raise EnvWorkerDied(err, cfg.env, step, run_dir, envs=envs, eval_envs=run and run.eval_envs) from None
     finally:  # after an error or a second signal, workers are killed rather than waited for
         close_envs(run.eval_envs if run is not None else None, force=not clean)
-        close_envs(envs, force=not clean)
+        close_envs(run.envs if run is not None else envs, force=not clean)
         if logger is not None:
             logger.close()
+
+
+def restart_envs(run: Run, err: BaseException) -> None:
+    """After a training env worker died mid-step (``err``: its broken pipe), start the vector env
+    afresh, every env in a new episode, unless ``env.worker_restarts`` restarts are spent (then
+    ``err`` is raised: the run stops with EnvWorkerDied, its last checkpoint kept). The episodes
+    under way end truncated in the replay buffer at the observations the envs were in (the step
+    that failed is lost) and are left out of the episode statistics."""
+    cfg, n, E = run.cfg, run.n, run.cfg.env.num_envs
+    dead = dead_workers_text(err, cfg.env, run.envs)
+    if n.env_restarts >= cfg.env.worker_restarts:
+        raise err
+    close_envs(run.envs, force=True)  # (the other workers' answers to the failed step are dropped)
+    if run.replay is not None:
+        run.replay.cut_episodes(np.arange(E), run.obs)
+    run.stats.drop_open()
+    n.env_restarts += 1
+    *env_seeds, action_seed = seeds(cfg.seed, "restarted_envs", E + 1, n.env_restarts)
+    run.envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
+    run.obs = run.stacker.reset(run.envs.reset(seed=env_seeds)[0])
+    run.logger.message(
+        f"{dead} at env step {n.env_steps}; restarted the env workers, every env in a fresh episode "
+        f"(restart {n.env_restarts} of at most {cfg.env.worker_restarts}: env.worker_restarts)"
+    )
 
 
 def _progress_mode(cfg: TrainConfig, multirun: bool) -> str:

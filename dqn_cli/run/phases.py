@@ -157,6 +157,7 @@ def summarize(run: Run) -> dict:
         "env_steps_per_second": round(n.env_steps / max(n.wall_seconds, 1e-9), 1),
         "eval_seconds": round(n.eval_seconds, 3),
         "update_seconds": round(n.update_seconds, 3),
+        "env_restarts": n.env_restarts,
         "final_eval_mean_return": final,
         "final_eval_std_return": n.last_eval_std if evaluated else None,
         "final_eval_episodes_cut": n.last_eval_cut if evaluated else None,

@@ -37,6 +37,7 @@ class Counters:
     wall_seconds: float = 0.0  # over all lives of the run
     eval_seconds: float = 0.0  # of wall_seconds, the time spent evaluating (and filming)
     update_seconds: float = 0.0  # of wall_seconds, in DQN gradient steps (sampling, update, priorities); pqn: 0
+    env_restarts: int = 0  # times the training env workers were restarted after one died (env.worker_restarts)
     finished: bool = False  # the final evaluation is done
 
 

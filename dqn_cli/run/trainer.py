@@ -27,9 +27,9 @@ import numpy as np
 
 from dqn_cli.config import TrainConfig, to_dict
 from dqn_cli.envs.autoreset import final_observations
-from dqn_cli.envs.workers import EnvWorkerDied
+from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied
 from dqn_cli.files import atomic_write_text
-from dqn_cli.run.build import Run, build_run, check_run
+from dqn_cli.run.build import Run, build_run, check_run, restart_envs
 from dqn_cli.run.lock import run_dir_lock
 from dqn_cli.run.metrics import overridden_keys
 from dqn_cli.run.phases import (
@@ -110,8 +110,12 @@ def dqn_loop(run: Run, stop: StopRequest) -> None:
         # 1. Act: epsilon-greedy over all envs at once.
         eps = run.epsilon(n.env_steps)
         actions = agent.act(run.obs, eps)
-        # 2. Step the envs.
-        frames, rewards, terminated, truncated, infos = run.envs.step(actions)
+        # 2. Step the envs (an env worker that died: all restart in fresh episodes; nothing to store).
+        try:
+            frames, rewards, terminated, truncated, infos = run.envs.step(actions)
+        except WORKER_GONE as err:
+            restart_envs(run, err)
+            continue
         ended = terminated | truncated
         # 3. Store s_t, a_t, r_t and the true final frame of episodes that ended.
         replay.add(run.obs, actions, rewards, terminated, truncated, final_observations(infos, ended, frames))
