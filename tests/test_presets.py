@@ -14,7 +14,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 from helpers import ROOT
 
 SNAPSHOT = Path(__file__).parent / "data" / "composed_presets.json"
