@@ -80,7 +80,7 @@ DQN_AS_CLEANRL = [
     "optimizer.lr_end=null", "optimizer.eps=1e-8", "optimizer.max_grad_norm=null", "tau=0.02",
     "target_update_period=8", "schedule.epsilon_decay_steps=10000",
 ]  # fmt: skip
-# dqn's PQN CartPole preset (configs/algo_env/pqn_cartpole.yaml) in CleanRL pqn.py's arguments
+# dqn's PQN CartPole preset (configs/algo_env/pqn_classic.yaml) in CleanRL pqn.py's arguments
 CLEANRL_PQN = [
     "--total-timesteps", "200000", "--learning-rate", "2.5e-4", "--num-envs", "16", "--num-steps", "32",
     "--update-epochs", "4", "--num-minibatches", "4", "--exploration-fraction", "0.5", "--end-e", "0.05",

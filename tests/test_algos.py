@@ -26,11 +26,24 @@ def test_the_algo_group_is_the_algos_the_schema_knows():
     assert sorted(p.stem for p in (ROOT / "configs" / "algo").glob("*.yaml")) == sorted(ALGOS)
 
 
-def test_every_tuned_file_names_an_algo_and_an_env_that_exist():
+FAMILIES = [p.stem for p in (ROOT / "configs" / "family").glob("*.yaml")]
+
+
+def test_every_tuned_file_names_an_algo_and_an_env_family_that_exist():
     """configs/algo_env/ is an optional group: a misspelled file would be skipped without a word."""
     for path in (ROOT / "configs" / "algo_env").glob("*.yaml"):
-        matches = [(a, e) for a in ALGOS for e in ENVS if path.stem == f"{a}_{e}"]
-        assert matches, f"{path.name} is not <algo>_<env> for an algo in {ALGOS} and an env in {ENVS}"
+        matches = [(a, f) for a in ALGOS for f in FAMILIES if path.stem == f"{a}_{f}"]
+        assert matches, f"{path.name} is not <algo>_<family> for an algo in {ALGOS} and a family in {FAMILIES}"
+
+
+def test_every_env_preset_belongs_to_a_family_and_each_family_has_an_env():
+    """The family (configs/family/) an env preset sets picks configs/algo_env/ALGO_FAMILY.yaml."""
+    seen = {}
+    for env in ENVS:
+        text = (ROOT / "configs" / "env" / f"{env}.yaml").read_text()
+        seen[env] = next((ln.split(":")[1].strip() for ln in text.splitlines() if "override /family:" in ln), None)
+    assert {f for f in seen.values() if f} | {"classic"} == set(FAMILIES), seen
+    assert seen["cartpole"] is None and seen["atari"] == "atari" and seen["atari100k"] == "atari100k"
 
 
 def test_dqn_is_the_default_and_changes_nothing():
