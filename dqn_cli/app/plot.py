@@ -159,6 +159,8 @@ def read_run(run_dir: Path) -> Run:
         raise PlotError(f"{summary_path}: not a run summary (a JSON object)")
     config = _config(run_dir)
     flat = {k: v for k, v in _flatten(config).items() if not _ignored(k)}
+    if flat.get("network.distributional") != json.dumps("c51"):  # the return range only C51 reads
+        flat = {k: v for k, v in flat.items() if k not in ("network.v_min", "network.v_max")}
     return Run(
         path=run_dir,
         env=_env_label(config, summary),
