@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: install dev train test test-slurm gpu-wheels lint bench clean
+.PHONY: install dev train test test-slurm gpu-wheels lint bench clean docs docs-serve docs-figures
 
 # setuptools warns on every editable install of a package-dir layout that a folder named like the
 # package may shadow it; that is this repository's layout on purpose, so the install stays quiet.
@@ -62,6 +62,21 @@ gpu-wheels: dev
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The documentation site (MkDocs Material, the docs extra): docs-figures copies each figure that
+# `dqn plot` wrote under results/ over its copy in docs/img/ (a test checks they agree), docs builds
+# the site strictly into site/, docs-serve serves it at http://127.0.0.1:8000 while you edit.
+docs-figures:
+	@for img in docs/img/*.png; do \
+		src=$$(git ls-files results | grep "/$$(basename $$img)$$" | head -n 1); \
+		if [ -n "$$src" ] && ! cmp -s "$$src" "$$img"; then cp "$$src" "$$img" && echo "docs/img: $$src"; fi; \
+	done
+
+docs: dev docs-figures
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: dev docs-figures
+	$(BIN)/mkdocs serve
 
 bench: install
 	$(BIN)/dqn bench $(ARGS)

@@ -149,3 +149,18 @@ def test_the_readme_links_to_pages_that_exist():
     assert any(t.startswith("docs/") for t in targets)
     missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
     assert not missing, missing
+
+
+def test_the_figures_in_docs_img_are_the_ones_dqn_plot_wrote_under_results():
+    """docs/img/ holds copies (MkDocs serves only docs/): each one with a namesake under results/
+    must be that file, or the site shows a stale figure (make docs-figures copies them over)."""
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    by_name = {Path(p).name: ROOT / p for p in tracked if p.endswith(".png")}
+    stale = [
+        img.name
+        for img in sorted((ROOT / "docs" / "img").glob("*.png"))
+        if img.name in by_name and img.read_bytes() != by_name[img.name].read_bytes()
+    ]
+    assert not stale, f"docs/img/ differs from results/ for {stale}: run make docs-figures"
