@@ -119,6 +119,14 @@ def run_dqn(
     )
 
 
+def load_replay(ckpt_dir: Path) -> dict | None:
+    """All arrays of a run's ``replay.npz`` in memory, or None when there is none."""
+    from dqn_cli.run.checkpoint import open_replay
+
+    with open_replay(ckpt_dir) as saved:
+        return None if saved is None else {k: saved[1][k] for k in saved[1]}
+
+
 def last_json_line(stdout: str) -> dict:
     lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
     return json.loads(lines[-1])

@@ -12,12 +12,11 @@ from __future__ import annotations
 import fake_envs
 import numpy as np
 import pytest
-from helpers import compose
+from helpers import compose, load_replay
 
 from dqn_cli.config import validate
 from dqn_cli.envs.vector import describe_env
 from dqn_cli.replay.build import build_replay
-from dqn_cli.run import checkpoint
 from dqn_cli.run.trainer import train
 
 GAMMA = 0.9
@@ -44,7 +43,7 @@ def run_fake(tmp_path, num_envs: int, n_step: int, vectorization: str = "sync"):
     validate(cfg)
     summary = train(cfg, tmp_path)
     replay = build_replay(cfg, describe_env(cfg.env))
-    replay.load_state_dict(checkpoint.load_replay(tmp_path / "checkpoints"))
+    replay.load_state_dict(load_replay(tmp_path / "checkpoints"))
     envs, slots = np.nonzero(replay.valid)
     batch = replay._gather(envs, slots, np.ones(len(envs), dtype=np.float32))
     return summary, replay, batch

@@ -325,8 +325,9 @@ class ChainEnv(gym.Env):
 def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_path):
     """The real trainer, run then resumed with checkpoint.save_replay=true, on an env whose state
     is not captured: the saved buffer's transitions each stay within one episode."""
+    from helpers import load_replay
+
     from dqn_cli.replay.storage import ReplayBuffer
-    from dqn_cli.run.checkpoint import load_replay
     from dqn_cli.run.trainer import train
 
     if "TestChain-v0" not in gym.registry:

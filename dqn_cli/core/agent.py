@@ -7,7 +7,6 @@ et al. 2016 (importance weights), Lillicrap et al. 2016 (Polyak targets).
 from __future__ import annotations
 
 import copy
-import hashlib
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
@@ -119,17 +118,16 @@ def gradient_step(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], 
     ``max_grad_norm`` (None: not clipped). Returns the norm before clipping, a 0-d tensor left on
     the device (reading it is a host sync; the loops read it only when they log).
 
-    The norm and the clip are clip_grad_norm_'s own ops (a foreach norm per tensor, the norm of
-    those, a foreach multiply by min(1, max_norm / (norm + 1e-6))), so the result is the same to
-    the bit, without its per-call regrouping of the tensors by device and dtype: on a small
-    Q-network each op's dispatch, not its arithmetic, is what an update costs.
+    The norm and the clip are clip_grad_norm_'s two halves (torch.nn.utils.get_total_norm and
+    clip_grads_with_norm_), so the result is clip_grad_norm_'s to the bit, with the norm kept
+    for logging.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
     if max_grad_norm is not None:
-        torch._foreach_mul_(grads, torch.clamp(max_grad_norm / (norm + 1e-6), max=1.0))
+        torch.nn.utils.clip_grads_with_norm_(params, max_grad_norm, norm, foreach=True)
     optimizer.step()
     return norm
 
@@ -352,7 +350,8 @@ class DQNAgent:
                 t.copy_(o)
             self.target_is_online = True
         else:
-            torch._foreach_lerp_(*self.sync_float, tau)
+            for t, o in zip(*self.sync_float):
+                t.lerp_(o, tau)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -371,8 +370,4 @@ class DQNAgent:
         if self.augmentation is not None and "augmentation" in state:
             self.augmentation.load_state_dict(state["augmentation"])
         self.target_is_online = False  # (a copy may have been due: the target is used as saved)
-        if "exploration" in state:
-            self.policy.rng.bit_generator.state = state["exploration"]
-        else:  # a checkpoint from before the host generator: seeded from its torch generator's state
-            saved = state["generator"].cpu().numpy().tobytes()
-            self.policy.rng = np.random.default_rng(int.from_bytes(hashlib.sha256(saved).digest()[:8], "little"))
+        self.policy.rng.bit_generator.state = state["exploration"]

@@ -153,12 +153,6 @@ def open_replay(ckpt_dir: Path) -> Iterator[tuple[int, Mapping[str, np.ndarray]]
         yield step, arrays
 
 
-def load_replay(ckpt_dir: Path) -> dict[str, np.ndarray] | None:
-    """All arrays of ``replay.npz`` in memory (the env-step tag included), or None when there is none."""
-    with open_replay(ckpt_dir) as saved:
-        return None if saved is None else {k: saved[1][k] for k in saved[1]}
-
-
 class _OneAtATime(Mapping):
     """The members of an open .npz, read on access and cached one at a time."""
 

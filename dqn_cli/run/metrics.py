@@ -343,57 +343,38 @@ class RunLogger:
 
 # ------------------------------------------------------------------ helpers
 class _ConsoleRedirect:
-    """While the bar lives, console log handlers (stdout/stderr) print through
-    ``tqdm.write``, above the bar; records marked ``file_only`` skip the console.
-
-    Handlers of the root and the "dqn" logger are swapped (Hydra puts its
-    console and file handlers on the root); file handlers are untouched.
-    """
+    """While the bar lives, console log handlers (stdout/stderr) print through ``tqdm.write``,
+    above the bar (tqdm's own ``logging_redirect_tqdm``); records marked ``file_only`` skip the
+    console. Only the loggers that have a console handler are redirected (Hydra puts its console
+    and file handlers on the root; file handlers are untouched)."""
 
     def __init__(self):
-        self._swapped: list[tuple[logging.Logger, list[logging.Handler]]] = []
+        self._redirect = None
 
     @property
     def active(self) -> bool:
-        return bool(self._swapped)
+        return self._redirect is not None
 
     def start(self) -> None:
-        for logger in (logging.getLogger(), log):
-            console = [h for h in logger.handlers if _is_console(h)]
-            if not console:
-                continue
-            self._swapped.append((logger, list(logger.handlers)))
-            logger.handlers = [h if not _is_console(h) else _TqdmHandler(h) for h in logger.handlers]
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        loggers = [lg for lg in (logging.getLogger(), log) if any(_is_console(h) for h in lg.handlers)]
+        if not loggers:
+            return
+        before = {id(h) for lg in loggers for h in lg.handlers}
+        self._redirect = logging_redirect_tqdm(loggers=loggers)
+        self._redirect.__enter__()
+        for handler in (h for lg in loggers for h in lg.handlers if id(h) not in before):
+            handler.addFilter(lambda record: not getattr(record, "file_only", False))
 
     def stop(self) -> None:
-        for logger, handlers in self._swapped:
-            logger.handlers = handlers
-        self._swapped = []
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
 
 def _is_console(handler: logging.Handler) -> bool:
     return type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr)
-
-
-class _TqdmHandler(logging.StreamHandler):
-    """A console handler's stand-in: same stream, level, format and filters, printed with tqdm.write."""
-
-    def __init__(self, original: logging.StreamHandler):
-        super().__init__(original.stream)
-        self.setLevel(original.level)
-        self.setFormatter(original.formatter)
-        for f in original.filters:
-            self.addFilter(f)
-        self.addFilter(lambda record: not getattr(record, "file_only", False))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
-        try:
-            tqdm.write(self.format(record), file=self.stream)
-            self.flush()
-        except Exception:  # noqa: BLE001 - logging must never break training
-            self.handleError(record)
 
 
 def overridden_keys(overrides: list[str]) -> list[str]:
