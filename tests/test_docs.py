@@ -164,3 +164,25 @@ def test_the_figures_in_docs_img_are_the_ones_dqn_plot_wrote_under_results():
         if img.name in by_name and img.read_bytes() != by_name[img.name].read_bytes()
     ]
     assert not stale, f"docs/img/ differs from results/ for {stale}: run make docs-figures"
+
+
+def test_the_configuration_reference_has_one_row_per_key_with_its_type_and_default(site):
+    """docs/configuration.md names each key of the schema once; the build adds the type and the
+    default `dqn train` runs with, from the schema and the YAML (scripts/mkdocs_hooks.py)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import mkdocs_hooks
+
+    from dqn_cli.config import EvalCommandConfig, TrainConfig
+
+    rows = mkdocs_hooks.reference_rows((ROOT / "docs" / "configuration.md").read_text())
+    for section, schema in (("train", TrainConfig), ("eval", EvalCommandConfig)):
+        named = [k for where, keys in rows if where == section for k in keys]
+        keys = set(mkdocs_hooks.schema_types(schema))
+        assert sorted(set(named) - keys) == [], f"{section}: rows for keys the schema does not have"
+        assert sorted(keys - set(named)) == [], f"{section}: keys without a row in docs/configuration.md"
+        assert len(named) == len(set(named)), f"{section}: a key with two rows"
+    html = (site / "configuration" / "index.html").read_text()
+    row = re.search(r"<td><code>env\.worker_restarts</code></td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>", html)
+    assert row and row.group(1).strip() == "int" and "3" in row.group(2), row and row.groups()
+    row = re.search(r"<td><code>batch_size</code></td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>", html)
+    assert row and "384" in row.group(2)  # dqn train's (the CartPole preset's), not the schema's 64
