@@ -97,6 +97,8 @@ def test_the_site_has_every_page(site):
         "getting-started/index.html",
         "commands/index.html",
         "configuration/index.html",
+        "algorithms/index.html",
+        "environments/index.html",
         "results/index.html",
         "results/minatar/index.html",
         "results/cartpole/index.html",
