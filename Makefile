@@ -25,7 +25,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	@echo "make: installing the dev extras (pytest, ruff, sweep plugins, minatar, envpool, matplotlib)"
+	@echo "make: installing the dev extras (pytest, ruff, sweep plugins, minatar, envpool, matplotlib, docs, wandb, mlflow)"
 	$(QUIET) $(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

@@ -154,6 +154,28 @@ class CheckpointConfig:
 
 
 @dataclass
+class WandbConfig:
+    enabled: bool = False  # tracker=wandb turns it on
+    project: str = "dqn"
+    entity: Optional[str] = None  # a W&B team or user; None = your default entity
+    mode: str = "online"  # online | offline (written under the run dir; wandb sync later) | disabled
+    tags: List[str] = field(default_factory=list)  # beside the algo, the env and the seed
+
+
+@dataclass
+class MlflowConfig:
+    enabled: bool = False  # tracker=mlflow turns it on
+    tracking_uri: str = "sqlite:///mlflow.db"  # relative to the working dir; or a server, http://host:5000
+    experiment: str = "dqn"  # a --multirun sweep gets an experiment of its own, named after its dir
+
+
+@dataclass
+class TrackerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+@dataclass
 class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -163,6 +185,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     pqn: PQNConfig = field(default_factory=PQNConfig)  # read by algo=pqn only
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # TensorBoard always; W&B, MLflow too
     algo: str = "dqn"  # the algo preset the run was composed with (configs/algo/); its switches are the keys below
     seed: int = 1
     total_steps: int = 50_000  # env steps summed over all envs
@@ -342,8 +365,24 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _check_pqn(cfg)
     _check_eval(cfg.eval)
     _check_checkpoint(cfg.checkpoint)
+    _check_tracker(cfg.tracker)
     check_device(cfg.device)
     return cfg
+
+
+def _check_tracker(t: TrackerConfig) -> None:
+    """The modes, and that a chosen tracker is installed (before anything starts)."""
+    import importlib.util
+
+    _check(
+        t.wandb.mode in ("online", "offline", "disabled"),
+        f"tracker.wandb.mode must be online, offline or disabled, got {t.wandb.mode!r}",
+    )
+    for name, on in (("wandb", t.wandb.enabled), ("mlflow", t.mlflow.enabled)):
+        _check(
+            not on or importlib.util.find_spec(name) is not None,
+            f"tracker={name} needs the {name} package: pip install 'dqn-cli[{name}]' (or pip install -e '.[{name}]')",
+        )
 
 
 def _check_env(e: EnvConfig) -> None:

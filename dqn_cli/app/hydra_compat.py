@@ -156,15 +156,6 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
         try:
             with initialize_config_dir(config_dir, version_base="1.3"):  # (hydra.* overrides need hydra's config)
                 composed = compose(config_name, overrides=overrides, return_hydra_config=True)
-            with open_dict(composed):
-                del composed["hydra"]
-            if config_name == "train" and not any(o.lstrip("+").startswith("resume=") for o in overrides):
-                from dqn_cli.config import ConfigError, to_train_config, validate
-
-                try:  # every job of a sweep, before the first starts
-                    validate(to_train_config(composed, strict=True))
-                except ConfigError as err:
-                    return str(err) if value is None else f"{value}: {err}"
         except MissingConfigException as err:  # algo=foo: Hydra's message spans a dozen lines
             group, _, option = (err.missing_cfg_file or "").rpartition("/")
             if not err.options or not group:
@@ -190,6 +181,15 @@ def bad_value(config_dir: str, config_name: str, args: list[str]) -> str | None:
                     return f"{o.input_line}: {o.key_or_group} is a config group; choose a preset by name: {', '.join(options)}"
             mine = " ".join(o for o in overrides if not o.lstrip("+~").startswith("hydra"))
             return f"{first_line(err).split(' : Override(')[0]} (in {mine})"
+        with open_dict(composed):
+            del composed["hydra"]
+        if config_name == "train" and not any(o.lstrip("+").startswith("resume=") for o in overrides):
+            from dqn_cli.config import ConfigError, to_train_config, validate
+
+            try:  # every job of a sweep, before the first starts
+                validate(to_train_config(composed, strict=True))
+            except ConfigError as err:
+                return str(err) if value is None else f"{value}: {err}"
     return None
 
 

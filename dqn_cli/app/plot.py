@@ -50,6 +50,7 @@ IGNORED = (
     "env.name",
     "env.vectorization",
     "env.worker_restarts",
+    "tracker.",
 )
 WINDOW = 100  # training episodes in the moving average of --metric train
 POINTS = 60  # grid points of a --metric train curve

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from dqn_cli.config import ConfigError, TrainConfig
+from dqn_cli.config import ConfigError, TrainConfig, to_dict
 from dqn_cli.core.agent import DQNAgent
 from dqn_cli.core.augment import Augmentation
 from dqn_cli.core.networks import build_network
@@ -28,8 +28,10 @@ from dqn_cli.replay.build import build_replay, estimate_replay_bytes
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
-from dqn_cli.run.metrics import RunLogger, use_progress_bar
+from dqn_cli.run.metrics import RunLogger, flatten_config, overridden_keys, run_overrides, use_progress_bar
+from dqn_cli.run.signals import StopRequested
 from dqn_cli.run.state import Counters, restore
+from dqn_cli.run.trackers import start_trackers
 from dqn_cli.runtime import (
     available_memory_bytes,
     check_fits_in_memory,
@@ -130,7 +132,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
     seed_globals(cfg.seed)
     *env_seeds, action_seed = seeds(cfg.seed, "train_envs", E + 1)
     envs = run = logger = None
-    clean = False
+    clean = interrupted = False
     try:
         # Env processes start before CUDA initialises: a forked CUDA context is unusable.
         envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
@@ -179,6 +181,14 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
             resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
             log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
         logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
+        if cfg.tracker.wandb.enabled or cfg.tracker.mlflow.enabled:  # (after the env processes: no fork inherits them)
+            overrides = run_overrides(run_dir)
+            flat = flatten_config(to_dict(cfg))
+            first = [k for k in overridden_keys(overrides) if k in flat]
+            params = {**{k: flat[k] for k in first}, **{k: v for k, v in flat.items() if k not in first}}
+            ids = (resume_state or {}).get("trackers") or {}
+            sweep_dir = run_dir.parent if multirun else None
+            logger.trackers = start_trackers(cfg, run_dir, spec.label, params, overrides, sweep_dir, ids)
         run = Run(
             cfg,
             run_dir,
@@ -201,6 +211,9 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         )
         yield run
         clean = True
+    except (KeyboardInterrupt, StopRequested):  # a second signal: the trackers mark the run killed
+        interrupted = True
+        raise
     except WORKER_GONE as err:  # an env subprocess died (beyond env.worker_restarts): name it, do not hang on it
         step = run.n.env_steps if run is not None else 0
         envs = run.envs if run is not None else envs
@@ -209,7 +222,8 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         close_envs(run.eval_envs if run is not None else None, force=not clean)
         close_envs(run.envs if run is not None else envs, force=not clean)
         if logger is not None:
-            logger.close()
+            finished = clean and run is not None and run.n.finished
+            logger.close("finished" if finished else "killed" if clean or interrupted else "failed")
 
 
 def restart_envs(run: Run, err: BaseException) -> None:

@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dqn_cli.run.trackers import Trackers
+
 log = logging.getLogger("dqn")
 
 # The metrics of TensorBoard's HParams tab: scalar tags the run logs anyway (the table shows each
@@ -136,6 +138,7 @@ class RunLogger:
         self._eval_note_time = 0.0
         self.episodes_logged = 0  # by this life of the run
         self.progress = progress
+        self.trackers = Trackers([])  # W&B / MLflow beside TensorBoard (build_run starts them)
         self.bar = None
         self._console = _ConsoleRedirect()
         self._epsilon = float("nan")
@@ -165,16 +168,18 @@ class RunLogger:
     # ------------------------------------------------------------- scalars
     def scalar(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)
+        if self.trackers:
+            self.trackers.add(step, tag, value)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
+            self.scalar(tag, value, step)
 
     def episode(self, episodic_return: float, length: int, step: int) -> None:
         self.recent_returns.append(episodic_return)
         self.last_100_returns.append(episodic_return)
-        self.writer.add_scalar("charts/episodic_return", episodic_return, step)
-        self.writer.add_scalar("charts/episodic_length", length, step)
+        self.scalar("charts/episodic_return", episodic_return, step)
+        self.scalar("charts/episodic_length", length, step)
         self.episodes_csv.row(step, episodic_return, length)
         self.episodes_logged += 1
 
@@ -201,6 +206,7 @@ class RunLogger:
         )
         self.evals_csv.flush()
         self.episodes_csv.flush()
+        self.trackers.flush()
         cut = (
             f" ({summary['episodes_cut']} of {summary['episodes']} cut by eval.max_episode_steps)"
             if summary["episodes_cut"]
@@ -297,6 +303,7 @@ class RunLogger:
         With the bar, the plain line still goes to the log file (not the terminal).
         """
         self.episodes_csv.flush()
+        self.trackers.flush()
         ret = self.mean_recent_return
         if self.progress == "off":
             return
@@ -330,7 +337,9 @@ class RunLogger:
             self.bar.write(text)  # no console handler to print it through
         log.info(text)
 
-    def close(self) -> None:
+    def close(self, status: str = "finished") -> None:
+        """Flush and close everything; ``status`` (finished, killed, failed) ends the trackers' runs."""
+        self.trackers.finish(status)
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -375,6 +384,16 @@ class _ConsoleRedirect:
 
 def _is_console(handler: logging.Handler) -> bool:
     return type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr)
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The run's command-line overrides, as Hydra recorded them (none when it did not)."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or [])
+    except (OSError, yaml.YAMLError):
+        return []
 
 
 def overridden_keys(overrides: list[str]) -> list[str]:

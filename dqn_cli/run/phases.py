@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -139,7 +138,7 @@ def checkpoint_state(run: Run) -> dict:
     """What a checkpoint of the run holds now (run.state.capture)."""
     run.n.wall_seconds = run.wall_seconds()
     envs = resume.capture_envs(run.envs, run.stacker, run.cfg.env)
-    return capture(run.cfg, run.spec, run.n, run.agent, run.stats, envs)
+    return {**capture(run.cfg, run.spec, run.n, run.agent, run.stats, envs), "trackers": run.logger.trackers.ids()}
 
 
 def summarize(run: Run) -> dict:
@@ -180,16 +179,6 @@ class NonFiniteLoss(RuntimeError):
             f"{what} became {value} at env step {step}; training stopped, the last good checkpoint is kept "
             "(try a lower optimizer.lr, loss=huber, or optimizer.max_grad_norm=10)"
         )
-
-
-def run_overrides(run_dir: Path) -> list[str]:
-    """The run's command-line overrides, as Hydra recorded them (none when it did not)."""
-    import yaml
-
-    try:
-        return list(yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or [])
-    except (OSError, yaml.YAMLError):
-        return []
 
 
 def crossed(step: int, stride: int, every: int) -> bool:

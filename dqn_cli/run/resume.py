@@ -39,6 +39,7 @@ CHANGEABLE = (
     "torch_threads",
     "compile",
     "resume",
+    "tracker",  # where the run is reported; a resume continues the tracker runs it started
 )
 
 
@@ -104,7 +105,7 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
         key = key.replace("/", ".")
         new = OmegaConf.select(fresh, key)
         old = OmegaConf.select(merged, key)
-        if key.split(".")[0] in CHANGEABLE:
+        if key.split(".")[0] in CHANGEABLE or key == "env.worker_restarts":
             OmegaConf.update(merged, key, new, merge=False)
         elif _plain(new) != _plain(old):
             raise ConfigError(

@@ -31,7 +31,7 @@ from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied
 from dqn_cli.files import atomic_write_text
 from dqn_cli.run.build import Run, build_run, check_run, restart_envs
 from dqn_cli.run.lock import run_dir_lock
-from dqn_cli.run.metrics import overridden_keys
+from dqn_cli.run.metrics import overridden_keys, run_overrides
 from dqn_cli.run.phases import (
     NonFiniteLoss,
     crossed,
@@ -39,7 +39,6 @@ from dqn_cli.run.phases import (
     log_status,
     result_text,
     run_evaluation,
-    run_overrides,
     save,
     summarize,
 )
@@ -86,6 +85,7 @@ def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, on_start) -
         summary = summarize(run)
         logger.writer.add_text("summary", "```\n" + json.dumps(summary, indent=2) + "\n```", n.env_steps)
         logger.hparams(to_dict(cfg), summary, first=overridden_keys(run_overrides(run_dir)))
+        logger.trackers.summary(summary)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     log.info(
         "%s; %d env steps in %.1f s (%.0f steps/s); results in %s",
