@@ -83,7 +83,7 @@ def evals(run_dir: Path) -> dict[int, float]:
 
 def test_wandb_offline_holds_the_config_curves_and_summary_and_a_resume_continues_the_run(tmp_path):
     run = tmp_path / "run"
-    first = run_dqn("train", *TINY, *WANDB, "optimizer.lr=2e-3", f"hydra.run.dir={run}", timeout=180)
+    first = run_dqn("train", *TINY, *WANDB, "optimizer.lr=2e-3", "eval.video=true", f"hydra.run.dir={run}", timeout=180)
     assert first.returncode == 0, first.stderr[-3000:]
     again = run_dqn("train", f"resume={run}", "total_steps=800", timeout=180)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -102,6 +102,9 @@ def test_wandb_offline_holds_the_config_curves_and_summary_and_a_resume_continue
     summary = json.loads((run / "summary.json").read_text())
     assert w["summary"]["final_eval_mean_return"] == pytest.approx(summary["final_eval_mean_return"])
     assert w["summary"]["total_steps"] == 800
+    videos = [row for row in w["history"] if row.get("eval/video/_type") == "video-file"]  # every evaluation's
+    assert [row["_step"] for row in videos] == [200, 400, 600, 800]  # episode, as TensorBoard's GIF
+    assert sorted(p.name for p in (run / "videos").glob("*.gif"))[-1] == "eval_000000800.gif"
 
 
 def test_mlflow_holds_params_curves_and_summary_marks_the_end_and_a_resume_continues_the_run(tmp_path):

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dqn_cli.files import atomic_write
 from dqn_cli.run.trackers import Trackers
 
 log = logging.getLogger("dqn")
@@ -129,6 +130,7 @@ class RunLogger:
 
         # an earlier life of the run logged steps <= start_step before its checkpoint; later points are orphans
         self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=start_step + 1 if start_step > 0 else None)
+        self.run_dir = Path(tb_dir).parent
         self.evals_csv = CsvLog(Path(tb_dir).parent / "evals.csv", EVAL_FIELDS, start_step)
         self.episodes_csv = CsvLog(Path(tb_dir).parent / "episodes.csv", EPISODE_FIELDS, start_step)
         self.total_steps = total_steps
@@ -258,6 +260,11 @@ class RunLogger:
 
         image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
         self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+        if self.trackers:  # the same GIF, as a file the trackers upload: RUN_DIR/videos/eval_STEP.gif
+            path = self.run_dir / "videos" / f"eval_{step:09d}.gif"
+            path.parent.mkdir(exist_ok=True)
+            atomic_write(path, lambda f: f.write(gif))
+            self.trackers.video(tag, path, step)
 
     # ------------------------------------------------------------- hparams
     def hparams(self, config: dict, summary: dict, first: list[str] = ()) -> None:

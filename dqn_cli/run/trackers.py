@@ -2,7 +2,8 @@
 ``tracker=mlflow``, or both: ``tracker=[wandb,mlflow]``).
 
 Each receives the run's resolved config (flattened keys, those given on the command line first),
-every scalar the run logs against env steps, its summary at the end, and the run dir's path; it
+every scalar the run logs against env steps, the evaluations' filmed episodes (``eval.video``),
+its summary at the end, and the run dir's path; it
 is named after the run dir and tagged with the algo, the env and the seed; the jobs of a
 ``--multirun`` sweep form one W&B group and one MLflow experiment (named after the sweep dir).
 
@@ -53,6 +54,11 @@ class Trackers:
     def summary(self, summary: dict) -> None:
         self.flush()
         self._each("summary", summary)
+
+    def video(self, tag: str, path: Path, step: int) -> None:
+        """An evaluation's episode (a GIF file, as TensorBoard shows it) at env step ``step``."""
+        self.flush()
+        self._each("video", tag, path, step)
 
     def finish(self, status: str) -> None:
         self.flush()
@@ -148,6 +154,11 @@ class WandbTracker:
     def summary(self, summary: dict) -> None:
         self.run.summary.update({k: v for k, v in summary.items() if v is not None})
 
+    def video(self, tag: str, path: Path, step: int) -> None:
+        import wandb
+
+        self.run.log({tag: wandb.Video(str(path), format="gif")}, step=step)
+
     def finish(self, status: str) -> None:
         if status == "killed":
             self.run.mark_preempting()  # W&B's state for a run that will be resumed
@@ -212,6 +223,10 @@ class MlflowTracker:
         metrics = [Metric(f"summary/{k}", float(v), now, step) for k, v in numbers.items() if math.isfinite(v)]
         tags = [RunTag(f"summary/{k}", str(v)) for k, v in summary.items() if k not in numbers]
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+
+    def video(self, tag: str, path: Path, step: int) -> None:
+        if step > self.last_step:
+            self.client.log_artifact(self.run_id, str(path), artifact_path="videos")
 
     def finish(self, status: str) -> None:
         self.client.set_terminated(
