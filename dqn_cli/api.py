@@ -21,7 +21,8 @@ from dqn_cli.config import TrainConfig
 from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import env_factory
-from dqn_cli.run.checkpoint import CheckpointError, load_checkpoint
+from dqn_cli.errors import CheckpointError
+from dqn_cli.run.checkpoint import load_checkpoint
 from dqn_cli.run.evaluate import capped, load_agent_network
 
 

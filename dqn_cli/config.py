@@ -21,9 +21,7 @@ from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the CLI prints it as one line."""
+from dqn_cli.errors import ConfigError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from test_minatar import TINY_MINATAR
 
 import dqn_cli
 from dqn_cli.config import ALGOS, to_dict
-from dqn_cli.run.checkpoint import CheckpointError
+from dqn_cli.errors import CheckpointError
 from dqn_cli.run.resume import check_resumable
 
 pytest.importorskip("minatar")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import dqn_cli
-from dqn_cli.run.checkpoint import CheckpointError
+from dqn_cli.errors import CheckpointError
 
 
 def test_load_predict_and_make_env_play_an_episode(trained_run):

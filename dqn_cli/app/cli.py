@@ -84,9 +84,9 @@ def _train_task(cfg) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dqn_cli.config import ConfigError, to_train_config, validate
-    from dqn_cli.run.checkpoint import CheckpointError, CheckpointWriteError
-    from dqn_cli.run.trainer import EnvWorkerDied, NonFiniteLoss, train
+    from dqn_cli.config import to_train_config, validate
+    from dqn_cli.errors import BadInput, CheckpointWriteError, DqnError, NonFiniteLoss
+    from dqn_cli.run.trainer import train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -111,11 +111,10 @@ def _train_task(cfg) -> float:
         else:
             train_cfg = validate(train_cfg)
         summary = train(train_cfg, run_dir, multirun=multirun, on_start=on_start)
-    except (ConfigError, CheckpointError, NonFiniteLoss, EnvWorkerDied, CheckpointWriteError) as err:
+    except DqnError as err:  # one line; BadInput exits 2, a Fault 1 (dqn_cli.errors)
         if debug():
             raise
-        bad_input = isinstance(err, (ConfigError, CheckpointError))
-        if held_log is not None and not held_log.released:  # bad input: the run dir is left as it was
+        if isinstance(err, BadInput) and held_log is not None and not held_log.released:  # left as it was
             held_log.discard()
             remove_if_empty(run_dir, _existing_root[0] if _existing_root else Path(hc.runtime.cwd))
         has_checkpoint = (run_dir / "checkpoints" / "last.pt").is_file()
@@ -124,7 +123,7 @@ def _train_task(cfg) -> float:
             message = message.replace("the last good checkpoint is kept", "no checkpoint had been written yet")
         resumable = isinstance(err, CheckpointWriteError) and has_checkpoint
         hint = f"; continue later with: dqn train resume={run_dir}" if resumable else ""
-        fail("train", f"{message}{hint}", code=2 if bad_input else 1)  # 2: bad input, 1: a fault while training
+        fail("train", f"{message}{hint}", code=err.exit_code)
     except OSError as err:  # a full disk or a vanished mount while writing logs: a fault, in one line
         if debug() or err.errno not in WRITE_FAULTS:
             raise
@@ -151,10 +150,8 @@ def _eval_task(cfg) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dqn_cli.config import ConfigError
-    from dqn_cli.run.checkpoint import CheckpointError
+    from dqn_cli.errors import DqnError, Fault
     from dqn_cli.run.evaluate import eval_checkpoint
-    from dqn_cli.run.video import ReplayDiverged
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -163,17 +160,17 @@ def _eval_task(cfg) -> dict:
 
     try:
         summary = eval_checkpoint(cfg, run_dir)
-    except (ConfigError, CheckpointError, ReplayDiverged) as err:
+    except DqnError as err:  # one line; BadInput exits 2, a Fault 1 (dqn_cli.errors)
         if debug():
             raise
-        fault = isinstance(err, ReplayDiverged)  # the env is not deterministic given its seed: no video
+        fault = isinstance(err, Fault)  # (ReplayDiverged: the env is not deterministic given its seed, no video)
         if held_log is not None and not fault:  # bad input: nothing is left behind
             held_log.discard()
             remove_if_empty(run_dir, _existing_root[0] if _existing_root else Path(hc.runtime.cwd))
         elif held_log is not None:
             record_run_config(run_dir, hc, cfg)
             held_log.release()
-        fail("eval", f"{err}; no video was written" if fault else str(err), code=1 if fault else 2)
+        fail("eval", f"{err}; no video was written" if fault else str(err), code=err.exit_code)
     record_run_config(run_dir, hc, cfg)
     if held_log is not None:
         held_log.release()

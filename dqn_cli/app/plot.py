@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dqn_cli.app.stats import bootstrap_ci, iqm, mean_ci
+from dqn_cli.errors import PlotError
 
 # config keys that do not change what is learned: runs differing only in these are one configuration
 IGNORED = (
@@ -54,10 +55,6 @@ IGNORED = (
 )
 WINDOW = 100  # training episodes in the moving average of --metric train
 POINTS = 60  # grid points of a --metric train curve
-
-
-class PlotError(ValueError):
-    """Bad input for ``dqn plot``: printed as one line."""
 
 
 @dataclass

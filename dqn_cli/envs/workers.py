@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from pathlib import Path
 
 from gymnasium.vector import AsyncVectorEnv
 
@@ -19,16 +18,6 @@ log = logging.getLogger("dqn")
 
 # what a dead env subprocess looks like from the parent's end of its pipe
 WORKER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
-
-
-class EnvWorkerDied(RuntimeError):
-    """An env subprocess died (killed, crashed, out of memory): the message names it."""
-
-    def __init__(self, err: BaseException, env_cfg, step: int, run_dir: Path, envs=None, eval_envs=None):
-        super().__init__(
-            f"{dead_workers_text(err, env_cfg, envs, eval_envs)} at env step {step}; training stopped, "
-            f"the last checkpoint is kept (continue with: dqn train resume={run_dir})"
-        )
 
 
 def dead_workers_text(err: BaseException, env_cfg, envs=None, eval_envs=None) -> str:

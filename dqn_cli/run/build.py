@@ -23,7 +23,8 @@ from dqn_cli.core.pqn import PQNAgent
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
-from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied, close_envs, dead_workers_text, start_workers
+from dqn_cli.envs.workers import WORKER_GONE, close_envs, dead_workers_text, start_workers
+from dqn_cli.errors import EnvWorkerDied
 from dqn_cli.replay.build import build_replay, estimate_replay_bytes
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.run import checkpoint as ckpt
@@ -217,7 +218,8 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
     except WORKER_GONE as err:  # an env subprocess died (beyond env.worker_restarts): name it, do not hang on it
         step = run.n.env_steps if run is not None else 0
         envs = run.envs if run is not None else envs
-        raise EnvWorkerDied(err, cfg.env, step, run_dir, envs=envs, eval_envs=run and run.eval_envs) from None
+        what = dead_workers_text(err, cfg.env, envs, run and run.eval_envs)
+        raise EnvWorkerDied(what, step, run_dir) from None
     finally:  # after an error or a second signal, workers are killed rather than waited for
         close_envs(run.eval_envs if run is not None else None, force=not clean)
         close_envs(run.envs if run is not None else envs, force=not clean)

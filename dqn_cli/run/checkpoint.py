@@ -21,7 +21,6 @@ it belongs to; a resume uses it only when that step is ``last.pt``'s.
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import pickle
@@ -35,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from dqn_cli.errors import CheckpointError, CheckpointWriteError
 from dqn_cli.files import atomic_write
 
 FORMAT = "dqn-checkpoint"
@@ -44,22 +44,6 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6 (what dqn writes) is
 # torch's legacy format is a bare pickle stream opening with this number (a LONG1 opcode)
 _LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _AGAIN = "use another file from its checkpoints/ dir"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message says why."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint that could not be written (disk full, permissions); the previous one is intact."""
-
-    def __init__(self, path: Path, err: OSError):
-        reason = err.strerror or str(err) or type(err).__name__
-        code = f"{errno.errorcode.get(err.errno, err.errno)}: " if err.errno else ""
-        hint = "; free some disk space" if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else ""
-        last = Path(path).parent / "last.pt"
-        kept = f"the previous checkpoint {last} is intact" if last.is_file() else "no earlier checkpoint exists"
-        super().__init__(f"could not write {path} ({code}{reason}); {kept}{hint}")
 
 
 def step_path(ckpt_dir: Path, step: int) -> Path:

@@ -185,7 +185,7 @@ def load_agent_network(state: dict, device: torch.device, source: str = "checkpo
     from dqn_cli.config import check_stored, to_train_config
     from dqn_cli.core.networks import build_network
     from dqn_cli.envs.vector import describe_env
-    from dqn_cli.run.checkpoint import CheckpointError
+    from dqn_cli.errors import CheckpointError
 
     if not isinstance(state, dict) or "config" not in state:
         raise CheckpointError(f"{source} has no config; it was not written by dqn train")
@@ -218,7 +218,8 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     from pathlib import Path
 
     from dqn_cli.config import ConfigError, check_device
-    from dqn_cli.run.checkpoint import CheckpointError, load_checkpoint
+    from dqn_cli.errors import CheckpointError
+    from dqn_cli.run.checkpoint import load_checkpoint
     from dqn_cli.runtime import resolve_device
 
     if not cfg.checkpoint:

@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Iterator
 
 from dqn_cli.config import ConfigError
+from dqn_cli.errors import RunDirBusy
 
 LOCK_NAME = ".lock"
-
-
-class RunDirBusy(ConfigError):
-    """Another live process holds the run dir."""
 
 
 @contextmanager

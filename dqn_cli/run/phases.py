@@ -11,6 +11,7 @@ import torch
 
 from dqn_cli.envs.autoreset import info_array
 from dqn_cli.envs.workers import close_envs, start_workers
+from dqn_cli.errors import NonFiniteLoss
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.build import Run
@@ -171,14 +172,6 @@ def summarize(run: Run) -> dict:
         "algo": cfg.algo,
         "seed": cfg.seed,
     }
-
-
-class NonFiniteLoss(RuntimeError):
-    def __init__(self, step: int, value: float, what: str = "the TD loss"):
-        super().__init__(
-            f"{what} became {value} at env step {step}; training stopped, the last good checkpoint is kept "
-            "(try a lower optimizer.lr, loss=huber, or optimizer.max_grad_norm=10)"
-        )
 
 
 def crossed(step: int, stride: int, every: int) -> bool:

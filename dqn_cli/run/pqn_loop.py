@@ -20,8 +20,9 @@ import numpy as np
 
 from dqn_cli.core.pqn import q_lambda_returns
 from dqn_cli.envs.autoreset import final_observations
+from dqn_cli.errors import NonFiniteLoss
 from dqn_cli.run.build import Run
-from dqn_cli.run.phases import NonFiniteLoss, crossed, log_episodes, log_status, run_evaluation, save
+from dqn_cli.run.phases import crossed, log_episodes, log_status, run_evaluation, save
 from dqn_cli.run.signals import StopRequest
 
 

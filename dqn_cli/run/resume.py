@@ -147,7 +147,7 @@ def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> dict:
 
     Returns the checkpoint's counters. Raises CheckpointError / ConfigError (one line).
     """
-    from dqn_cli.run.checkpoint import CheckpointError
+    from dqn_cli.errors import CheckpointError
 
     missing = [k for k in ("counters", "agent", "config", "rng") if k not in state]
     if missing:

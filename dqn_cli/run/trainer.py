@@ -27,13 +27,13 @@ import numpy as np
 
 from dqn_cli.config import TrainConfig, to_dict
 from dqn_cli.envs.autoreset import final_observations
-from dqn_cli.envs.workers import WORKER_GONE, EnvWorkerDied
+from dqn_cli.envs.workers import WORKER_GONE
+from dqn_cli.errors import EnvWorkerDied, NonFiniteLoss
 from dqn_cli.files import atomic_write_text
 from dqn_cli.run.build import Run, build_run, check_run, restart_envs
 from dqn_cli.run.lock import run_dir_lock
 from dqn_cli.run.metrics import overridden_keys, run_overrides
 from dqn_cli.run.phases import (
-    NonFiniteLoss,
     crossed,
     log_episodes,
     log_status,

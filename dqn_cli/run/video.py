@@ -41,10 +41,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.config import EnvConfig
 from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import FrameStacker, env_factory
+from dqn_cli.errors import ReplayDiverged, VideoUnavailable
 from dqn_cli.files import atomic_path
 
 log = logging.getLogger("dqn")
@@ -52,14 +53,6 @@ log = logging.getLogger("dqn")
 VIDEO_NAME = "eval.mp4"
 DEFAULT_FPS = 30
 _warned: set[str] = set()  # envs whose missing renderer was reported (once per process)
-
-
-class VideoUnavailable(ConfigError):
-    """The env cannot render rgb frames here (a missing renderer dependency)."""
-
-
-class ReplayDiverged(RuntimeError):
-    """A replayed episode did not end as the scored one did (the env is not deterministic given its seed)."""
 
 
 class EpisodeFrames(list):
