@@ -65,17 +65,23 @@ def composed_defaults(config_name: str) -> dict[str, object]:
     return dict(flat(cfg))
 
 
-def reference_rows(markdown: str) -> list[tuple[str, list[str]]]:
-    """(section: "train" or "eval", the keys of the row) of every row of the reference tables."""
-    rows, where = [], None
+def _lines(markdown: str):
+    """(section, line) for each line: "train" in the reference tables, "eval" in ``dqn eval``'s,
+    else None."""
+    where = None
     for line in markdown.splitlines():
         if line.startswith("## "):
             where = "train" if line.strip() == SECTION else None
         if where and line.strip() == EVAL_SECTION:
             where = "eval"
-        if where and line.startswith("| `"):
-            rows.append((where, KEY.findall(line.split("|")[1])))
-    return rows
+        yield where, line
+
+
+def reference_rows(markdown: str) -> list[tuple[str, list[str]]]:
+    """(section: "train" or "eval", the keys of the row) of every row of the reference tables."""
+    return [
+        (where, KEY.findall(line.split("|")[1])) for where, line in _lines(markdown) if where and line.startswith("| `")
+    ]
 
 
 def fill_reference(markdown: str) -> str:
@@ -84,12 +90,8 @@ def fill_reference(markdown: str) -> str:
 
     types = {"train": schema_types(TrainConfig), "eval": schema_types(EvalCommandConfig)}
     defaults = {"train": composed_defaults("train"), "eval": composed_defaults("eval")}
-    out, where = [], None
-    for line in markdown.splitlines():
-        if line.startswith("## "):
-            where = "train" if line.strip() == SECTION else None
-        if where and line.strip() == EVAL_SECTION:
-            where = "eval"
+    out = []
+    for where, line in _lines(markdown):
         if where and line.strip() == "| key | meaning |":
             line = "| key | type | default | meaning |"
         elif where and line.strip() == "| --- | --- |":
