@@ -233,7 +233,11 @@ def to_train_config(cfg: DictConfig | dict, strict: bool = False) -> TrainConfig
     command line's config) an unknown top-level key (``+foo=1``) is refused instead.
     """
     base = OmegaConf.structured(TrainConfig)
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    try:  # ${...} resolved here: a missing key, or a value that does not fit its type, is bad input
+        data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    except Exception as err:  # omegaconf's InterpolationResolutionError / ValidationError
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"{key}: {_first_line(err)}" if key else _first_line(err)) from None
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(k for k in data if k not in known and k != "hydra")
     if strict and unknown:

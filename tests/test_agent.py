@@ -121,10 +121,8 @@ def test_gradient_clipping_bounds_the_gradient_the_optimizer_steps_with():
     assert float(torch.linalg.vector_norm(unclipped.q_network.table.grad)) == pytest.approx(info.grad_norm)
 
 
-def test_state_restores_exploration_exactly_and_reads_a_pre_host_generator_checkpoint():
-    """The epsilon-greedy generator is a host numpy generator: its state continues exactly on any
-    device. A checkpoint from before it (a torch generator's state under "generator", e.g. a CUDA
-    run's 16-byte Philox state) seeds it deterministically instead of failing."""
+def test_state_restores_exploration_exactly():
+    """The epsilon-greedy generator is a host numpy generator: its state continues exactly on any device."""
     obs = np.zeros((64, 1, 1), dtype=np.float32)
     saved = make_agent(False)
     saved.act(obs, 0.5)
@@ -133,15 +131,10 @@ def test_state_restores_exploration_exactly_and_reads_a_pre_host_generator_check
     same = make_agent(False)
     same.load_state_dict(state)
     assert np.array_equal(same.act(obs, 0.5), expected)  # exact continuation
-
-    legacy = {k: v for k, v in state.items() if k != "exploration"}
-    legacy["generator"] = torch.tensor(list(range(16)), dtype=torch.uint8)
-    runs = []
-    for _ in range(2):
-        agent = make_agent(False)
-        agent.load_state_dict(legacy)
-        runs.append(agent.act(obs, 0.5))
-    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], expected)
+    other = make_agent(False)
+    other.act(obs, 0.5)
+    other.act(obs, 0.5)  # a generator elsewhere in its stream acts otherwise
+    assert not np.array_equal(other.act(obs, 0.5), expected)
 
 
 def test_several_polyak_periods_at_once_equal_as_many_updates():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 import shutil
 import string
@@ -120,14 +121,34 @@ def no_training():
 
 
 def dqn_train(*args: str) -> tuple[int, str]:
-    """``dqn train ARGS`` in this process: (exit code, stderr)."""
+    """``dqn train ARGS`` in this process: (exit code, stderr). The logging set-up Hydra makes for
+    the run (a train.log handler in its run dir) is undone after, so it does not outlive the run."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), logging_restored():
         try:
             code = main(["train", *args])
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return code, err.getvalue()
+
+
+@contextlib.contextmanager
+def logging_restored():
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = {id(lg): (lg, list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
+    try:
+        yield
+    finally:
+        for lg in [logging.getLogger()] + [
+            lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+        ]:
+            handlers, level, propagate, disabled = saved.get(id(lg), (lg, [], logging.NOTSET, True, False))[1:]
+            for handler in lg.handlers:
+                if handler not in handlers:
+                    handler.close()
+            lg.handlers, lg.level, lg.propagate, lg.disabled = handlers, level, propagate, disabled
 
 
 @settings(

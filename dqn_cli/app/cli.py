@@ -83,6 +83,7 @@ def _train_task(cfg) -> float:
     """The body of ``dqn train``; returns the final eval mean return (what sweepers optimise)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     from dqn_cli.config import to_train_config, validate
     from dqn_cli.errors import BadInput, CheckpointWriteError, DqnError, NonFiniteLoss
@@ -96,8 +97,6 @@ def _train_task(cfg) -> float:
 
     def on_start() -> None:  # every check passed: from here on the run dir is written
         if not train_cfg.resume:  # resume.save_config records a resumed run's config once it is restored
-            from omegaconf import OmegaConf
-
             record_run_config(run_dir, hc, OmegaConf.structured(train_cfg))  # resolved: ALE/Breakout-v5, not ${..}
         if held_log is not None:
             held_log.release()
@@ -107,7 +106,7 @@ def _train_task(cfg) -> float:
         if train_cfg.resume:  # the run's saved config with the command line's changes, validated as one
             from dqn_cli.run.resume import resumed_config
 
-            train_cfg = resumed_config(train_cfg, run_dir, list(hc.overrides.task))
+            train_cfg = resumed_config(train_cfg, run_dir, OmegaConf.to_container(hc.overrides.task))
         else:
             train_cfg = validate(train_cfg)
         summary = train(train_cfg, run_dir, multirun=multirun, on_start=on_start)

@@ -241,7 +241,7 @@ def record_run_config(run_dir: Path, hc, config) -> None:
         hydra_cfg.hydra.output_subdir = ".hydra"
         hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != RECORD_CONFIG]
         OmegaConf.save(hydra_cfg, out / "hydra.yaml")
-        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
+        OmegaConf.save(hc.overrides.task, out / "overrides.yaml")  # as given: ${..} in them unresolved
     OmegaConf.save(config, out / "config.yaml")
 
 
