@@ -164,7 +164,7 @@ class WandbConfig:
 class MlflowConfig:
     enabled: bool = False  # tracker=mlflow turns it on
     tracking_uri: str = "sqlite:///mlflow.db"  # relative to the working dir; or a server, http://host:5000
-    experiment: str = "dqn"  # a --multirun sweep gets an experiment of its own, named after its dir
+    experiment: str = "dqn"  # a --multirun sweep is a parent run in it, its jobs the children
 
 
 @dataclass

@@ -143,7 +143,7 @@ def test_mlflow_holds_params_curves_and_summary_marks_the_end_and_a_resume_conti
     assert finished.data.metrics["summary/final_eval_mean_return"] == pytest.approx(summary["final_eval_mean_return"])
 
 
-def test_a_sweep_is_one_mlflow_experiment_and_one_wandb_group(tmp_path):
+def test_a_sweep_is_an_mlflow_parent_run_of_its_jobs_and_one_wandb_group(tmp_path):
     from mlflow.tracking import MlflowClient
 
     sweep = tmp_path / "sweep"
@@ -154,9 +154,13 @@ def test_a_sweep_is_one_mlflow_experiment_and_one_wandb_group(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(str(sweep))
+    experiment = client.get_experiment_by_name("dqn")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["seed"] for r in runs) == ["1", "2"]
+    (parent,) = [r for r in runs if r.info.run_name == sweep.name]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 3 and parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["seed"] for r in children) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" and "eval/mean_return" in r.data.metrics for r in children)
     groups = {wandb_run(job)["group"] for job in sweep.iterdir() if (job / "wandb").is_dir()}
     assert groups == {sweep.name}
 

@@ -407,6 +407,19 @@ class SweepSetup(Callback):
             return
         if message:
             log.warning(message)
+        mlflow_cfg = config.get("tracker", {}).get("mlflow", {})
+        if mlflow_cfg.get("enabled"):  # the sweep's MLflow parent run, before any job starts
+            from dqn_cli.run.trackers import start_sweep_parent
+
+            try:
+                start_sweep_parent(
+                    str(mlflow_cfg.tracking_uri),
+                    str(mlflow_cfg.experiment),
+                    Path(str(config.hydra.sweep.dir)),
+                    list(config.hydra.overrides.task),
+                )
+            except Exception as err:  # the jobs still track themselves, without a parent
+                log.warning("tracker mlflow: could not make the sweep's parent run (%s)", err)
 
 
 class SweepSummary(Callback):
@@ -459,6 +472,14 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         self._done = True
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        mlflow_cfg = config.get("tracker", {}).get("mlflow", {})
+        if mlflow_cfg.get("enabled"):
+            from dqn_cli.run.trackers import end_sweep_parent
+
+            try:
+                end_sweep_parent(str(mlflow_cfg.tracking_uri), sweep_dir)
+            except Exception as err:
+                log.warning("tracker mlflow: could not end the sweep's parent run (%s)", err)
         if sweep_dir.is_dir():
             self._finish(sweep_dir)
 

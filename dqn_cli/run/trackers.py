@@ -5,7 +5,8 @@ Each receives the run's resolved config (flattened keys, those given on the comm
 every scalar the run logs against env steps, the evaluations' filmed episodes (``eval.video``),
 its summary at the end, and the run dir's path; it
 is named after the run dir and tagged with the algo, the env and the seed; the jobs of a
-``--multirun`` sweep form one W&B group and one MLflow experiment (named after the sweep dir).
+``--multirun`` sweep form one W&B group and are the child runs of one MLflow parent run (both
+named after the sweep dir; the parent is made by the sweep's callback, ``app/sweep.py``).
 
 Off the hot path: the run hands its scalars over as it logs them (the same calls that feed
 TensorBoard) and they are buffered here, then sent in one batch per log line, evaluation and
@@ -165,6 +166,40 @@ class WandbTracker:
         self.run.finish(exit_code=0 if status == "finished" else 1)
 
 
+PARENT_FILE = ".mlflow_parent_run"  # in a sweep dir: the id of the sweep's MLflow parent run
+
+
+def _experiment_id(client, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def start_sweep_parent(tracking_uri: str, experiment: str, sweep_dir: Path, overrides: list[str]) -> str:
+    """Before a --multirun's first job: the MLflow parent run of the sweep (named after its dir);
+    its id goes into SWEEP_DIR/.mlflow_parent_run, where each job finds it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    tags = {"sweep_dir": str(sweep_dir), "overrides": " ".join(overrides)}
+    run_id = client.create_run(_experiment_id(client, experiment), run_name=sweep_dir.name, tags=tags).info.run_id
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PARENT_FILE).write_text(run_id + "\n")
+    return run_id
+
+
+def end_sweep_parent(tracking_uri: str, sweep_dir: Path) -> None:
+    """After a --multirun's last job: its parent run marked finished."""
+    from mlflow.tracking import MlflowClient
+
+    if (sweep_dir / PARENT_FILE).is_file():
+        MlflowClient(tracking_uri=tracking_uri).set_terminated((sweep_dir / PARENT_FILE).read_text().strip())
+
+
 class MlflowTracker:
     """An MLflow run through ``MlflowClient`` (no global active run: the jobs a sweep runs in one
     process stay apart). A resumed run skips points up to the last step the run already holds."""
@@ -188,16 +223,11 @@ class MlflowTracker:
                 (p.step for key in held for p in self.client.get_metric_history(run_id, key)), default=-1
             )
             return
-        experiment = str(sweep_dir) if sweep_dir is not None else m.experiment
-        found = self.client.get_experiment_by_name(experiment)
-        if found is not None:
-            experiment_id = found.experiment_id
-        else:
-            try:
-                experiment_id = self.client.create_experiment(experiment)
-            except Exception:  # a sweep's parallel job created it first
-                experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        experiment_id = _experiment_id(self.client, m.experiment)
         tags = {**_tags(cfg, env_label), "run_dir": str(run_dir), "overrides": " ".join(overrides)}
+        parent = sweep_dir / PARENT_FILE if sweep_dir is not None else None
+        if parent is not None and parent.is_file():  # a job of a sweep: a child of the sweep's run
+            tags["mlflow.parentRunId"] = parent.read_text().strip()
         self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name, tags=tags).info.run_id
         values = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(values), 100):  # (MLflow takes 100 parameters per call)
