@@ -58,7 +58,7 @@ POINTS = 60  # grid points of a --metric train curve
 
 
 @dataclass
-class Run:
+class RunRecord:
     path: Path
     env: str
     config: dict[str, str]
@@ -147,7 +147,7 @@ def _env_label(config: dict, summary: dict) -> str:
     return str(env.get("id") or summary.get("env") or "?")
 
 
-def read_run(run_dir: Path) -> Run:
+def read_run(run_dir: Path) -> RunRecord:
     summary_path = run_dir / "summary.json"
     try:
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -159,7 +159,7 @@ def read_run(run_dir: Path) -> Run:
     flat = {k: v for k, v in _flatten(config).items() if not _ignored(k)}
     if flat.get("network.distributional") != json.dumps("c51"):  # the return range only C51 reads
         flat = {k: v for k, v in flat.items() if k not in ("network.v_min", "network.v_max")}
-    return Run(
+    return RunRecord(
         path=run_dir,
         env=_env_label(config, summary),
         config=flat,
@@ -169,9 +169,9 @@ def read_run(run_dir: Path) -> Run:
     )
 
 
-def find_runs(paths: list[str]) -> list[Run]:
+def find_runs(paths: list[str]) -> list[RunRecord]:
     """Every run (a folder with evals.csv) under ``paths``. Raises PlotError for a bad path."""
-    runs: list[Run] = []
+    runs: list[RunRecord] = []
     for text in paths:
         path = Path(text)
         if not path.exists():
@@ -195,14 +195,14 @@ def moving_average_curve(episodes: np.ndarray, grid: np.ndarray, window: int = W
         return np.where(ended > 0, (csum[ended] - csum[start]) / (ended - start), np.nan)
 
 
-def curve(run: Run, metric: str, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def curve(run: RunRecord, metric: str, grid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(env steps, values) of one run's curve."""
     if metric == "eval":
         return run.evals[:, 0], run.evals[:, 1]
     return grid, moving_average_curve(run.episodes, grid)
 
 
-def final_score(run: Run, metric: str) -> float:
+def final_score(run: RunRecord, metric: str) -> float:
     if metric == "eval":
         return float(run.evals[-1, 1]) if len(run.evals) else float("nan")
     return float(run.episodes[-WINDOW:, 1].mean()) if len(run.episodes) else float("nan")
@@ -212,12 +212,12 @@ def final_score(run: Run, metric: str) -> float:
 class Group:
     env: str
     label: str
-    runs: list[Run]
+    runs: list[RunRecord]
 
 
-def group_runs(runs: list[Run]) -> list[Group]:
+def group_runs(runs: list[RunRecord]) -> list[Group]:
     """Runs of the same env whose configs agree (seed and plumbing aside) form one group."""
-    by_key: dict[tuple, list[Run]] = {}
+    by_key: dict[tuple, list[RunRecord]] = {}
     for run in runs:
         by_key.setdefault((run.env, tuple(sorted(run.config.items()))), []).append(run)
     groups = []
@@ -284,7 +284,7 @@ def table_rows(groups: list[Group], metric: str, references: dict[str, float]) -
     return rows
 
 
-def render_markdown(rows: list[dict], metric: str) -> str:
+def scores_markdown(rows: list[dict], metric: str) -> str:
     what = "final evaluation mean return" if metric == "eval" else f"mean of the last {WINDOW} training episodes"
     lines = [
         f"Final score per configuration ({what}; mean, interquartile mean and 95% bootstrap CI over runs)",
@@ -366,7 +366,7 @@ def plot(
     out.parent.mkdir(parents=True, exist_ok=True)
     draw(groups, metric, out, rng, references, title)
     rows = table_rows(groups, metric, references)
-    out.with_suffix(".md").write_text(render_markdown(rows, metric))
+    out.with_suffix(".md").write_text(scores_markdown(rows, metric))
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
         writer.writeheader()
@@ -426,6 +426,6 @@ def main(argv: list[str]) -> int:
     except OSError as err:  # the figure or tables cannot be written there (a read-only run dir, a full disk)
         where = err.filename or args.out
         parser.error(f"cannot write {where} ({err.strerror or err}); pass --out PATH.png somewhere writable")
-    print(render_markdown(rows, args.metric), end="")
+    print(scores_markdown(rows, args.metric), end="")
     print(out)
     return 0

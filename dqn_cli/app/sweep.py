@@ -224,7 +224,7 @@ def render_csv(rows: list[JobRow]) -> str:
     return out.getvalue()
 
 
-def render_markdown(rows: list[JobRow], sweep_dir: Path, optuna: dict | None = None) -> str:
+def summary_markdown(rows: list[JobRow], sweep_dir: Path, optuna: dict | None = None) -> str:
     swept, common = swept_keys(rows)
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "stopped", "failed", "running")}
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -284,7 +284,7 @@ def write_summary(sweep_dir: Path, final: bool = True) -> tuple[list[JobRow], st
     sweep_dir = Path(sweep_dir)
     rows = collect_jobs(sweep_dir, final=final)
     optuna = _read_yaml(sweep_dir / OPTUNA_RESULTS) if (sweep_dir / OPTUNA_RESULTS).is_file() else None
-    markdown = render_markdown(rows, sweep_dir, optuna if isinstance(optuna, dict) else None)
+    markdown = summary_markdown(rows, sweep_dir, optuna if isinstance(optuna, dict) else None)
     atomic_write_text(sweep_dir / SUMMARY_CSV, render_csv(rows))
     atomic_write_text(sweep_dir / SUMMARY_MD, markdown)
     return rows, markdown
