@@ -9,8 +9,8 @@ is named after the run dir and tagged with the algo, the env and the seed; the j
 named after the sweep dir; the parent is made by the sweep's callback, ``app/sweep.py``).
 
 Off the hot path: the run hands its scalars over as it logs them (the same calls that feed
-TensorBoard) and they are buffered here, then sent in one batch per log line, evaluation and
-checkpoint (:meth:`Trackers.flush`). A resumed run continues the same tracker runs (their ids
+TensorBoard) and they are buffered here, then sent in one batch at most every 10 seconds (at a
+log line or an evaluation), and at the end (:meth:`Trackers.flush`). A resumed run continues the same tracker runs (their ids
 are in the checkpoint); points at or before the last one a tracker holds are not sent again, so
 a resumed curve neither repeats nor forks. A tracker that fails (network, disk) is reported once
 as a warning and dropped: training goes on.
@@ -36,9 +36,12 @@ Point = tuple[int, str, float]  # (env step, tag, value)
 class Trackers:
     """The trackers a run uses (none: every call is a no-op)."""
 
+    FLUSH_SECONDS = 10.0  # at most one batch per tracker this often (a SQLite commit costs milliseconds)
+
     def __init__(self, trackers: list):
         self.trackers = trackers
         self.pending: list[Point] = []
+        self.flushed = time.monotonic()
 
     def __bool__(self) -> bool:
         return bool(self.trackers)
@@ -47,22 +50,25 @@ class Trackers:
         if self.trackers:
             self.pending.append((int(step), tag, float(value)))
 
-    def flush(self) -> None:
-        points, self.pending = self.pending, []
+    def flush(self, force: bool = False) -> None:
+        """Send the buffered points: now with ``force``, else when FLUSH_SECONDS have passed."""
+        if not force and time.monotonic() - self.flushed < self.FLUSH_SECONDS:
+            return
+        points, self.pending, self.flushed = self.pending, [], time.monotonic()
         if points:
             self._each("log", sorted(points, key=lambda p: p[0]))
 
     def summary(self, summary: dict) -> None:
-        self.flush()
+        self.flush(force=True)
         self._each("summary", summary)
 
     def video(self, tag: str, path: Path, step: int) -> None:
         """An evaluation's episode (a GIF file, as TensorBoard shows it) at env step ``step``."""
-        self.flush()
+        self.flush(force=True)
         self._each("video", tag, path, step)
 
     def finish(self, status: str) -> None:
-        self.flush()
+        self.flush(force=True)
         self._each("finish", status)
         self.trackers = []
 
