@@ -10,13 +10,14 @@ named after the sweep dir; the parent is made by the sweep's callback, ``app/swe
 
 Off the hot path: the run hands its scalars over as it logs them (the same calls that feed
 TensorBoard) and they are buffered here, then sent in one batch at most every 10 seconds (at a
-log line or an evaluation), and at the end (:meth:`Trackers.flush`). A resumed run continues the same tracker runs (their ids
-are in the checkpoint); points at or before the last one a tracker holds are not sent again, so
-a resumed curve neither repeats nor forks. A tracker that fails (network, disk) is reported once
+log line or an evaluation), and at the end (:meth:`Trackers.flush`). A resumed run continues the
+same tracker runs (their ids are in the checkpoint); points at or before the last one a tracker
+holds are not sent again, so a resumed curve neither repeats nor forks. A tracker that fails (network, disk) is reported once
 as a warning and dropped: training goes on.
 
 Status at the end: finished (the budget done), killed (stopped by a signal: resumable) or
-failed (a fault); W&B records the first as exit code 0 and the others as the process's exit code.
+failed (a fault). MLflow: FINISHED, KILLED, FAILED; W&B: exit code 0, a run marked preempting
+with exit code 1, exit code 1.
 """
 
 from __future__ import annotations
