@@ -91,7 +91,16 @@ def torch_threads_for(requested: int, env_workers: int) -> int:
     """
     if requested > 0:
         return requested
-    return max(1, (os.cpu_count() or 1) - env_workers)
+    return max(1, available_cpus() - env_workers)
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity: a container's or a SLURM job's share),
+    not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (not Linux)
+        return os.cpu_count() or 1
 
 
 def keep_freed_memory() -> None:

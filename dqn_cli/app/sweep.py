@@ -36,7 +36,6 @@ import io
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,13 +290,6 @@ def write_summary(sweep_dir: Path, final: bool = True) -> tuple[list[JobRow], st
 
 
 # -------------------------------------------------------- core oversubscription
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _sweep_size(config: Any) -> int | None:
     """How many jobs the sweep has, when that is known up front (grid sweeps); None otherwise."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -319,6 +311,8 @@ def _sweep_size(config: Any) -> int | None:
 
 def parallel_jobs(config: Any, cpus: int | None = None) -> int | None:
     """Jobs a local parallel launcher runs at once (joblib, submitit_local); None for others."""
+    from dqn_cli.runtime import available_cpus  # (runtime imports torch: only when a sweep runs)
+
     cpus = cpus or available_cpus()
     launcher = config.hydra.launcher
     target = str(launcher.get("_target_", ""))
@@ -338,6 +332,8 @@ def parallel_jobs(config: Any, cpus: int | None = None) -> int | None:
 
 def oversubscription_warning(config: Any, cpus: int | None = None) -> str | None:
     """The warning for jobs x envs > cores, or None."""
+    from dqn_cli.runtime import available_cpus  # (runtime imports torch: only when a sweep runs)
+
     cpus = cpus or available_cpus()
     jobs = parallel_jobs(config, cpus)
     if jobs is None:

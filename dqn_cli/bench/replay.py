@@ -34,7 +34,7 @@ import numpy as np
 from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.replay.sum_tree import last_write_wins
-from dqn_cli.runtime import available_memory_bytes
+from dqn_cli.runtime import available_cpus, available_memory_bytes
 
 BATCH = 32
 PER_CAPACITY = 2**20
@@ -385,7 +385,7 @@ def run(quick: bool = False) -> dict:
         "num_envs": NUM_ENVS,
         "quick": bool(quick),
         "timing": f"best mean of {repeat} repeats x {number} calls ({slow_number} for the baseline)",
-        "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "cpu": f"{platform.processor() or platform.machine()}, {available_cpus()} cores",
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     if note:

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import os
 import re
 from typing import Any
 
@@ -62,6 +61,7 @@ from gymnasium.wrappers import AtariPreprocessing
 
 from dqn_cli.config import ConfigError, EnvConfig
 from dqn_cli.envs.autoreset import final_observations
+from dqn_cli.runtime import available_cpus
 
 # Shown when a game name is unknown and nothing close matches.
 _POPULAR = ("Breakout", "Pong", "SpaceInvaders", "Seaquest", "Qbert", "BeamRider", "Enduro", "MsPacman")
@@ -371,7 +371,7 @@ class AtariProtocol(VectorWrapper):
 
 
 def _ale_num_threads(num_envs: int) -> int:
-    return max(1, min(num_envs, os.cpu_count() or 1))
+    return max(1, min(num_envs, available_cpus()))
 
 
 def make_ale_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:

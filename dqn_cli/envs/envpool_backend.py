@@ -26,7 +26,6 @@ Nothing runs at import time; ``envpool`` is imported inside the functions.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -34,6 +33,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.runtime import available_cpus
 
 EXTRA = "env.vectorization=envpool needs the optional extra: pip install 'dqn-cli[envpool]'"
 
@@ -97,7 +97,7 @@ class EnvPoolVectorEnv(VectorEnv):
             env_type="gymnasium",
             num_envs=self.num_envs,
             batch_size=self.num_envs,
-            num_threads=max(1, min(self.num_envs, os.cpu_count() or 1)),
+            num_threads=max(1, min(self.num_envs, available_cpus())),
             env_seed=seeds,
             **self.options,
         )
