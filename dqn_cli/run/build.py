@@ -29,7 +29,7 @@ from dqn_cli.replay.build import build_replay, estimate_replay_bytes
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
-from dqn_cli.run.metrics import RunLogger, flatten_config, overridden_keys, run_overrides, use_progress_bar
+from dqn_cli.run.metrics import RunLogger, ordered_config, overridden_keys, run_overrides, use_progress_bar
 from dqn_cli.run.signals import StopRequested
 from dqn_cli.run.state import Counters, restore
 from dqn_cli.run.trackers import start_trackers
@@ -184,9 +184,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
         if cfg.tracker.wandb.enabled or cfg.tracker.mlflow.enabled:  # (after the env processes: no fork inherits them)
             overrides = run_overrides(run_dir)
-            flat = flatten_config(to_dict(cfg))
-            first = [k for k in overridden_keys(overrides) if k in flat]
-            params = {**{k: flat[k] for k in first}, **{k: v for k, v in flat.items() if k not in first}}
+            params = ordered_config(to_dict(cfg), overridden_keys(overrides))
             ids = (resume_state or {}).get("trackers") or {}
             sweep_dir = run_dir.parent if multirun else None
             logger.trackers = start_trackers(cfg, run_dir, spec.label, params, overrides, sweep_dir, ids)

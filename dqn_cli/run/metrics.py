@@ -283,9 +283,7 @@ class RunLogger:
         """
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        flat = flatten_config(config)
-        ordered = [k for k in first if k in flat] + [k for k in flat if k not in first]
-        hparam_dict = {k: flat[k] for k in ordered}
+        hparam_dict = ordered_config(config, first)
         metric_dict = {tag: _finite_or_nan(summary.get(key)) for tag, key in HPARAM_METRICS.items()}
         step = int(summary.get("total_steps", 0) or 0)
         file_writer = self.writer.file_writer  # SummaryWriter's public FileWriter
@@ -401,6 +399,12 @@ def run_overrides(run_dir: Path) -> list[str]:
         return list(yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or [])
     except (OSError, yaml.YAMLError):
         return []
+
+
+def ordered_config(config: dict, first: list[str]) -> dict:
+    """``config`` flattened to dotted keys (flatten_config), the keys in ``first`` first."""
+    flat = flatten_config(config)
+    return {**{k: flat[k] for k in first if k in flat}, **{k: v for k, v in flat.items() if k not in first}}
 
 
 def overridden_keys(overrides: list[str]) -> list[str]:
