@@ -57,6 +57,13 @@ def assert_nothing_left(marker: str, within: float = 5.0) -> None:
     assert not left, f"processes left behind: {left}"
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 class Dqn:
     """`python -m dqn_cli ARGS` in its own session (a terminal's process group), marked."""
 
@@ -90,13 +97,7 @@ class Dqn:
         return [int(p) for p in out.stdout.split()]
 
     def workers(self) -> list[int]:
-        def cmdline(pid):
-            try:
-                return Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                return b""
-
-        return [p for p in self.children() if b"spawn_main" in cmdline(p)]
+        return [p for p in self.children() if b"spawn_main" in _cmdline(p)]
 
     def finish(self, timeout: float) -> tuple[int, str, str, float]:
         start = time.monotonic()
@@ -327,6 +328,28 @@ def test_env_workers_that_die_are_restarted_in_fresh_episodes_then_the_run_stops
     assert len(lines) == 1 and "was killed by SIGKILL" in lines[0] and f"resume={run}" in lines[0], err
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert last["counters"]["env_restarts"] == 2
+    assert_nothing_left(dqn.marker)
+
+
+def test_a_killed_resource_tracker_is_one_warning_and_the_run_finishes(tmp_path):
+    """kill -9 of multiprocessing's resource tracker (it ignores SIGTERM): the run goes on and
+    ends 0; its log holds one warning line, and stderr not the relaunched tracker's KeyError tracebacks for
+    the semaphores the dead one knew; the new tracker knows them, so they are still cleaned."""
+    run = tmp_path / "run"
+    args = [a for a in LONG if not a.startswith("total_steps=")]
+    dqn = Dqn("train", *args, "total_steps=2000", "eval.every=0", f"hydra.run.dir={run}")
+    dqn.wait_for(run / "train.log", FIRST_CHECKPOINT)
+
+    def trackers():
+        return [p for p in dqn.children() if b"resource_tracker" in _cmdline(p)]
+
+    (tracker,) = trackers()
+    os.kill(tracker, signal.SIGKILL)
+    code, out, err, took = dqn.finish(timeout=120)
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err and "KeyError" not in err, err
+    warned = [ln for ln in (run / "train.log").read_text().splitlines() if "resource tracker" in ln]
+    assert len(warned) == 1 and f"pid {tracker}" in warned[0], err
     assert_nothing_left(dqn.marker)
 
 

@@ -92,10 +92,11 @@ def start_workers(make, env_cfg, *args, **kwargs):
     """
     if env_cfg.vectorization == "async":
         # multiprocessing starts its resource tracker with the first worker and *unblocks*
-        # SIGINT/SIGTERM afterwards, which would undo the mask: start it first.
-        from multiprocessing import resource_tracker
+        # SIGINT/SIGTERM afterwards, which would undo the mask: start it first (and keep its
+        # registry in step with ours should it be killed)
+        from . import resource_tracker
 
-        resource_tracker.ensure_running()
+        resource_tracker.install()
     blocked = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     try:
