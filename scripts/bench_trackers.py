@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -22,21 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from dqn_cli.runtime import cpu_name
+
 ARMS = {
     "none": [],
     "wandb": ["tracker=wandb", "tracker.wandb.mode=offline"],
     "mlflow": ["tracker=mlflow"],
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def run(arm: str, seed: int, extra: list[str], where: Path) -> dict:

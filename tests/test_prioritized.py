@@ -3,12 +3,13 @@ importance weights by hand, max priority for new transitions, stale slots."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import compose
+from helpers import ROOT, compose
 
 from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
@@ -379,10 +380,19 @@ def test_empty_buffer_refuses_to_sample():
     assert not buf.can_sample(1)
 
 
+def bench_replay_trees():
+    """scripts/bench_replay_trees.py, the benchmark that holds the baselines the trees are timed against."""
+    spec = importlib.util.spec_from_file_location("bench_replay_trees", ROOT / "scripts" / "bench_replay_trees.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_baseline_agrees_with_the_trees():
     """The benchmark's per-item Python baseline answers as the vectorised trees do (a fair comparison)."""
-    from dqn_cli.bench.replay import PythonSegmentTreeBaseline, fill_synthetic
+    from dqn_cli.bench.replay import fill_synthetic
 
+    PythonSegmentTreeBaseline = bench_replay_trees().PythonSegmentTreeBaseline
     rng = np.random.default_rng(10)
     q = rng.random(1024) * (rng.random(1024) > 0.25)
     base = PythonSegmentTreeBaseline(1024, alpha=0.5)
@@ -410,8 +420,7 @@ def test_bench_baseline_agrees_with_the_trees():
 def test_bench_binary_trees_match_cumsum(capacity):
     """The benchmark's vectorised binary trees (the simpler design the K-ary trees are measured
     against) answer as np.cumsum does: totals, minima, and draws landing by prefix sums."""
-    from dqn_cli.bench.replay import VectorisedBinaryTrees
-
+    VectorisedBinaryTrees = bench_replay_trees().VectorisedBinaryTrees
     rng = np.random.default_rng(capacity)
     q = rng.random(capacity) * (rng.random(capacity) > 0.3)
     q[0] = 0.5  # at least one positive leaf

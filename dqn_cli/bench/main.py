@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from dqn_cli.runtime import available_cpus
+from dqn_cli.runtime import available_cpus, cpu_name
 
 
 def _timed(fn, seconds: float, min_calls: int = 3) -> tuple[int, float]:
@@ -163,6 +163,7 @@ def main(argv: list[str]) -> int:
     seconds = 0.5 if args.quick else 1.0
     figures: dict = {
         "device": str(device),
+        "cpu": cpu_name(),
         "cpu_count": available_cpus(),
         "torch_threads": torch.get_num_threads(),
         "quick": args.quick,
@@ -229,7 +230,7 @@ def main(argv: list[str]) -> int:
     if verdict:
         figures["verdict"] = verdict
     width = max((len(r[0]) for r in rows), default=10)
-    print(f"dqn bench on {available_cpus()} CPU cores, device {device}")
+    print(f"dqn bench on {available_cpus()} CPU cores ({cpu_name()}), device {device}")
     for name, value in rows:
         print(f"  {name:<{width}}  {value:>22}")
     if verdict:

@@ -6,11 +6,6 @@ Measures, in one process on this machine:
   ``sample(32, beta)`` + ``update_priorities`` of the 32 at capacity 2**20, with
   1-float frames so the trees dominate (``per_tree_only_us``: the same without
   building the batch of transitions);
-* ``python_segment_tree_sample_update_us``: the same work with the BASELINE
-  below, a per-item pure-Python segment tree as in labml's DQN, on the same
-  priorities, building the batch with the same ``_gather``; and the speedup;
-* ``binary_tree_only_us``: the trees-only work on vectorised binary trees (Dopamine's layout,
-  one numpy step per level), the simpler design the K-ary trees must beat by 1.5x to be kept;
 * ``uniform_sample_us``: uniform ``sample(32)`` of stacked Atari transitions
   (84x84 uint8 frames, stack 4) at capacity 2**20 (7.4 GB; ``quick`` uses
   2**16, reported as ``capacity``), and PER on the same frames;
@@ -18,14 +13,16 @@ Measures, in one process on this machine:
 
 Each time is the best mean over several repeats of many calls (timeit's
 convention: the least disturbed by other processes on a shared CPU).
+
+The designs the sum trees were chosen over (vectorised binary trees, a
+per-item Python segment tree) are measured against them by
+``scripts/bench_replay_trees.py``, which holds those baselines.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import random
 import time
 from typing import Callable
 
@@ -33,147 +30,13 @@ import numpy as np
 
 from dqn_cli.replay.samplers import PrioritizedSampler
 from dqn_cli.replay.storage import ReplayBuffer
-from dqn_cli.replay.sum_tree import last_write_wins
-from dqn_cli.runtime import available_cpus, available_memory_bytes
+from dqn_cli.runtime import available_cpus, available_memory_bytes, cpu_name
 
 BATCH = 32
 PER_CAPACITY = 2**20
 ATARI_CAPACITY = 2**20
 QUICK_ATARI_CAPACITY = 2**16
 NUM_ENVS = 4
-
-
-# --------------------------------------------------------------------------- BASELINE 2
-class VectorisedBinaryTrees:
-    """BASELINE for comparison only: binary sum and min trees in one flat array each, as Dopamine's
-    ``sum_tree.py`` lays them out, with every operation vectorised over the batch (one numpy step
-    per level: 20 dependent steps at capacity 2**20, where the K-ary trees take 2 under a top)."""
-
-    def __init__(self, capacity: int):
-        self.depth = max(1, (capacity - 1).bit_length())
-        self.capacity = 1 << self.depth  # leaves at [capacity, 2 * capacity)
-        self.sums = np.zeros(2 * self.capacity)
-        self.mins = np.full(2 * self.capacity, np.inf)
-
-    def load(self, q: np.ndarray) -> None:
-        """Leaves from ``q`` (0 for empty), then every level."""
-        n = q.size
-        self.sums[self.capacity : self.capacity + n] = q
-        self.mins[self.capacity : self.capacity + n] = np.where(q > 0, q, np.inf)
-        for level in range(self.depth - 1, -1, -1):
-            lo, hi = 1 << level, 2 << level
-            self.sums[lo:hi] = self.sums[2 * lo : 2 * hi : 2] + self.sums[2 * lo + 1 : 2 * hi : 2]
-            self.mins[lo:hi] = np.minimum(self.mins[2 * lo : 2 * hi : 2], self.mins[2 * lo + 1 : 2 * hi : 2])
-
-    def update(self, idx: np.ndarray, q: np.ndarray) -> None:
-        """Leaves ``idx`` (distinct) set to ``q``, then their ancestors, one level at a time."""
-        node = idx + self.capacity
-        self.sums[node] = q
-        self.mins[node] = q
-        for _ in range(self.depth):
-            node >>= 1
-            left = 2 * node
-            self.sums[node] = self.sums[left] + self.sums[left + 1]
-            self.mins[node] = np.minimum(self.mins[left], self.mins[left + 1])
-
-    def draw(self, rng: np.random.Generator, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Stratified proportional draws: leaf ids and their q, descending one level per step."""
-        u = (np.arange(batch_size) + rng.random(batch_size)) * (self.sums[1] / batch_size)
-        node = np.ones(batch_size, dtype=np.int64)
-        for _ in range(self.depth):
-            node <<= 1
-            left = self.sums[node]
-            right = u >= left
-            u -= left * right
-            node += right
-        return node - self.capacity, self.sums[node]
-
-
-# --------------------------------------------------------------------------- BASELINE
-class PythonSegmentTreeBaseline:
-    """BASELINE for comparison only: labml's prioritized replay trees, per item in pure Python.
-
-    Binary sum and min trees in Python lists of ``2 * capacity`` (capacity a
-    power of two), one Python loop per sampled item down the tree and per
-    updated item up both trees, as in labml_nn's ``rl/dqn/replay_buffer.py``.
-    """
-
-    def __init__(self, capacity: int, alpha: float):
-        if capacity & (capacity - 1):
-            raise ValueError("the baseline segment tree needs a power-of-two capacity")
-        self.capacity = capacity
-        self.alpha = alpha
-        self.priority_sum = [0.0] * (2 * capacity)
-        self.priority_min = [float("inf")] * (2 * capacity)
-        self.max_priority = 1.0
-        self.size = 0
-
-    def load(self, priority_alpha: np.ndarray) -> None:
-        """Set all leaves at once (setup, not timed): internal nodes built bottom-up."""
-        n = self.capacity
-        sums = np.zeros(2 * n)
-        mins = np.full(2 * n, np.inf)
-        sums[n:] = priority_alpha
-        mins[n:] = np.where(priority_alpha > 0, priority_alpha, np.inf)
-        for i in range(n.bit_length() - 1, 0, -1):
-            lo, hi = 1 << (i - 1), 1 << i
-            sums[lo:hi] = sums[2 * lo : 2 * hi : 2] + sums[2 * lo + 1 : 2 * hi : 2]
-            mins[lo:hi] = np.minimum(mins[2 * lo : 2 * hi : 2], mins[2 * lo + 1 : 2 * hi : 2])
-        self.priority_sum = sums.tolist()
-        self.priority_min = mins.tolist()
-        self.size = int(np.count_nonzero(priority_alpha))
-
-    def _set_priority_min(self, idx: int, priority_alpha: float) -> None:
-        idx += self.capacity
-        self.priority_min[idx] = priority_alpha
-        while idx >= 2:
-            idx //= 2
-            self.priority_min[idx] = min(self.priority_min[2 * idx], self.priority_min[2 * idx + 1])
-
-    def _set_priority_sum(self, idx: int, priority: float) -> None:
-        idx += self.capacity
-        self.priority_sum[idx] = priority
-        while idx >= 2:
-            idx //= 2
-            self.priority_sum[idx] = self.priority_sum[2 * idx] + self.priority_sum[2 * idx + 1]
-
-    def _sum(self) -> float:
-        return self.priority_sum[1]
-
-    def _min(self) -> float:
-        return self.priority_min[1]
-
-    def find_prefix_sum_idx(self, prefix_sum: float) -> int:
-        idx = 1
-        while idx < self.capacity:
-            if self.priority_sum[idx * 2] > prefix_sum:
-                idx = 2 * idx
-            else:
-                prefix_sum -= self.priority_sum[idx * 2]
-                idx = 2 * idx + 1
-        return idx - self.capacity
-
-    def sample_indices(self, batch_size: int, beta: float) -> tuple[np.ndarray, np.ndarray]:
-        indexes = np.zeros(batch_size, dtype=np.int64)
-        weights = np.zeros(batch_size, dtype=np.float32)
-        for i in range(batch_size):
-            p = random.random() * self._sum()
-            indexes[i] = self.find_prefix_sum_idx(p)
-        prob_min = self._min() / self._sum()
-        max_weight = (prob_min * self.size) ** (-beta)
-        for i in range(batch_size):
-            idx = indexes[i]
-            prob = self.priority_sum[idx + self.capacity] / self._sum()
-            weight = (prob * self.size) ** (-beta)
-            weights[i] = weight / max_weight
-        return indexes, weights
-
-    def update_priorities(self, indexes, priorities) -> None:
-        for idx, priority in zip(indexes, priorities):
-            self.max_priority = max(self.max_priority, priority)
-            priority_alpha = priority**self.alpha
-            self._set_priority_min(idx, priority_alpha)
-            self._set_priority_sum(idx, priority_alpha)
 
 
 # --------------------------------------------------------------------------- setup
@@ -235,9 +98,7 @@ def _add_step(buffer: ReplayBuffer) -> Callable[[], None]:
 def run(quick: bool = False) -> dict:
     """Run the replay benchmark, print a table, and return the numbers (see the module docstring)."""
     number, repeat = (100, 15) if quick else (200, 30)  # many short repeats: the best catches a quiet moment
-    slow_number = max(number // 10, 10)
     rng = np.random.default_rng(0)
-    random.seed(0)
     rows: list[tuple[str, int, tuple[float, float]]] = []
     td_pool = [rng.standard_normal(BATCH).astype(np.float32) for _ in range(64)]
     k = [0]
@@ -276,45 +137,6 @@ def run(quick: bool = False) -> dict:
         ("PER sample(32) + update_priorities(32), 1-float frames", PER_CAPACITY, per_t),
         ("  the same, trees only (no batch of transitions)", PER_CAPACITY, per_tree_t),
     ]
-
-    # --- BASELINE 2: vectorised binary trees (Dopamine's layout), the same trees-only work
-    binary = VectorisedBinaryTrees(PER_CAPACITY)
-    binary.load(per.sampler.priorities())
-    alpha = per.sampler.alpha
-
-    def binary_tree_only():
-        idx, q = binary.draw(per.rng, BATCH)
-        weights = np.power(binary.mins[1] / q, 0.5, dtype=np.float32)
-        idx, p = last_write_wins(idx, np.abs(next_td()).astype(np.float64) + 1e-6)
-        binary.update(idx, p**alpha)
-        return weights
-
-    binary_tree_t = time_us(binary_tree_only, number, repeat)
-    rows += [("BASELINE vectorised binary trees (Dopamine's layout), trees only", PER_CAPACITY, binary_tree_t)]
-    binary = None
-
-    # --- BASELINE: labml-style per-item Python segment tree, same priorities, same gather
-    base = PythonSegmentTreeBaseline(PER_CAPACITY, alpha=per.sampler.alpha)
-    base.load(per.sampler.priorities())
-    L = per.slots
-
-    def python_sample_update():
-        idx, weights = base.sample_indices(BATCH, 0.5)
-        envs, slots = np.divmod(idx, L)
-        batch = per._gather(envs, slots, weights)
-        base.update_priorities(batch.indices, np.abs(next_td()) + 1e-6)
-
-    def python_tree_only():
-        idx, _ = base.sample_indices(BATCH, 0.5)
-        base.update_priorities(idx, np.abs(next_td()) + 1e-6)
-
-    py_t = time_us(python_sample_update, slow_number, repeat)
-    py_tree_t = time_us(python_tree_only, slow_number, repeat)
-    rows += [
-        ("BASELINE per-item Python segment tree (labml), same gather", PER_CAPACITY, py_t),
-        ("  the same, trees only", PER_CAPACITY, py_tree_t),
-    ]
-    base = None  # free the baseline tree
 
     # --- one vector step of 4 envs into each buffer, 1-float frames
     uniform_small = ReplayBuffer(PER_CAPACITY, NUM_ENVS, (1,), np.float32, frame_stack=1, n_step=1)
@@ -367,12 +189,6 @@ def run(quick: bool = False) -> dict:
         "per_sample_update_us": round(per_t[0], 1),
         "per_sample_update_cpu_us": round(per_t[1], 1),
         "per_tree_only_us": round(per_tree_t[0], 1),
-        "python_segment_tree_sample_update_us": round(py_t[0], 1),
-        "python_segment_tree_tree_only_us": round(py_tree_t[0], 1),
-        "speedup_vs_python_segment_tree": round(py_t[0] / per_t[0], 1),
-        "speedup_trees_only": round(py_tree_t[0] / per_tree_t[0], 1),
-        "binary_tree_only_us": round(binary_tree_t[0], 1),
-        "speedup_trees_only_vs_binary": round(binary_tree_t[0] / per_tree_t[0], 2),
         "uniform_sample_us": round(uniform_t[0], 1),
         "uniform_sample_cpu_us": round(uniform_t[1], 1),
         "per_atari_sample_update_us": round(per_atari_t[0], 1),
@@ -384,8 +200,8 @@ def run(quick: bool = False) -> dict:
         "batch_size": BATCH,
         "num_envs": NUM_ENVS,
         "quick": bool(quick),
-        "timing": f"best mean of {repeat} repeats x {number} calls ({slow_number} for the baseline)",
-        "cpu": f"{platform.processor() or platform.machine()}, {available_cpus()} cores",
+        "timing": f"best mean of {repeat} repeats x {number} calls",
+        "cpu": f"{cpu_name()}, {available_cpus()} cores",
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     if note:
@@ -400,9 +216,7 @@ def _print_table(rows, result) -> None:
     for name, cap, (wall, cpu) in rows:
         print(f"{name:<{width}}  {cap:>11,}  {wall:>10.1f}  {cpu:>9.1f}")
     print(
-        f"PER speedup over the per-item Python segment tree: {result['speedup_vs_python_segment_tree']:.1f}x "
-        f"(trees only {result['speedup_trees_only']:.1f}x); K-ary trees over vectorised binary trees: "
-        f"{result['speedup_trees_only_vs_binary']:.2f}x; goal: PER sample + update <= 100 us. "
+        f"goal: PER sample + update <= 100 us. "
         f"{result['timing']}; load average {result['load_average_1min']} on {result['cpu']}"
     )
     print(
