@@ -55,7 +55,7 @@ class Agent:
     def make_env(self, render_mode: str | None = None) -> gym.Env:
         """One env with the evaluation protocol the agent was evaluated on (Atari: the full game,
         raw rewards; the run's evaluation step cap), its frames stacked as the agent saw them."""
-        env = env_factory(capped(self.config.env, self.config.eval.max_episode_steps), False, render_mode)()
+        env = env_factory(capped(self.config.env, self.config.eval.max_episode_steps), render_mode)()
         if self.spec.frame_stack > 1:
             env = gym.wrappers.FrameStackObservation(env, self.spec.frame_stack)  # padded with the reset frame
         return env

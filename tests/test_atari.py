@@ -20,7 +20,7 @@ from gymnasium.vector import AutoresetMode
 from helpers import last_json_line, run_dqn
 
 from dqn_cli.config import ConfigError, EnvConfig
-from dqn_cli.envs.atari import describe, make_atari_env, make_vector_env, resolve_game
+from dqn_cli.envs.atari import describe, make_env, make_vector_env, resolve_game
 
 BACKENDS = ("sync", "async", "ale", "envpool")
 
@@ -66,7 +66,7 @@ def test_describe_reads_the_spec_in_process():
 
 
 def test_single_env_is_the_dqn_preprocessing():
-    env = make_atari_env(atari_cfg("Breakout", noop_max=0))
+    env = make_env(atari_cfg("Breakout", noop_max=0))
     base = env.unwrapped
     assert base._frameskip == 1 and env.frame_skip == 4  # frame skip in the wrapper
     assert base.ale.getFloat("repeat_action_probability") == 0.0
@@ -76,7 +76,7 @@ def test_single_env_is_the_dqn_preprocessing():
     obs, reward, terminated, truncated, info = env.step(0)
     assert info["episode_frame_number"] == 5 and "lives" in info
     env.close()
-    sticky = make_atari_env(atari_cfg("Breakout", sticky_action_prob=0.25))
+    sticky = make_env(atari_cfg("Breakout", sticky_action_prob=0.25))
     assert sticky.unwrapped.ale.getFloat("repeat_action_probability") == 0.25
     sticky.close()
 
@@ -87,7 +87,7 @@ def test_factory_is_picklable():
 
     from dqn_cli.envs.vector import env_factory
 
-    fn = env_factory(atari_cfg("Pong"), training=True)
+    fn = env_factory(atari_cfg("Pong"))
     assert isinstance(fn, functools.partial)
     pickle.loads(pickle.dumps(fn))
 

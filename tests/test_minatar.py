@@ -89,7 +89,7 @@ def test_seeded_episodes_repeat_and_sticky_actions_are_minatars():
     """Same seed, same actions -> the same episode (what video replays rely on)."""
 
     def play(seed):
-        env = minatar.make_minatar_env(minatar_cfg("Asterix"))
+        env = minatar.make_env(minatar_cfg("Asterix"))
         obs, _ = env.reset(seed=seed)
         out = [obs]
         for t in range(60):
@@ -101,7 +101,7 @@ def test_seeded_episodes_repeat_and_sticky_actions_are_minatars():
 
     assert np.array_equal(play(2**62 + 5), play(2**62 + 5))  # 63-bit run seeds are folded for MinAtar
     assert not np.array_equal(play(1), play(2))
-    assert minatar.make_minatar_env(minatar_cfg("Breakout")).unwrapped.game.sticky_action_prob == 0.1
+    assert minatar.make_env(minatar_cfg("Breakout")).unwrapped.game.sticky_action_prob == 0.1
 
 
 def test_minatar_cnn_is_the_papers_network_and_takes_dueling():
@@ -137,7 +137,7 @@ def test_render_colours_each_cell_by_its_channel():
     assert (picture[8:12, 12:16] == palette[2]).all()
     assert (picture[36:, 36:] == palette[3]).all()
     assert (picture[:8] == 0).all()
-    env = minatar.make_minatar_env(minatar_cfg("Freeway"), render_mode="rgb_array")
+    env = minatar.make_env(minatar_cfg("Freeway"), render_mode="rgb_array")
     env.reset(seed=0)
     assert env.render().shape == (10 * minatar.CELL, 10 * minatar.CELL, 3)
 

@@ -16,7 +16,7 @@ Every backend produces the same thing (the protocol of Machado et al. 2018, "Rev
 Backends (``env.vectorization``):
 
 ``sync``
-    :class:`~gymnasium.vector.SyncVectorEnv` of :func:`make_atari_env` envs,
+    :class:`~gymnasium.vector.SyncVectorEnv` of :func:`make_env` envs,
     all in this process.
 ``async``
     :class:`~gymnasium.vector.AsyncVectorEnv` of the same envs, one
@@ -56,11 +56,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv, VectorWrapper
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.wrappers import AtariPreprocessing
 
 from dqn_cli.config import ConfigError, EnvConfig
 from dqn_cli.envs.autoreset import final_observations
+from dqn_cli.envs.workers import gymnasium_vector_env
 from dqn_cli.runtime import available_cpus
 
 # Shown when a game name is unknown and nothing close matches.
@@ -189,10 +190,10 @@ class _Preprocessing(AtariPreprocessing):
             self.ale.getScreenRGB(buffer)
 
 
-def make_atari_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One preprocessed Atari env emitting single uint8 frames; no stacking, no episodic life, no clipping.
 
-    Top level and picklable: AsyncVectorEnv workers call ``functools.partial(make_atari_env, cfg)``.
+    Top level and picklable: AsyncVectorEnv workers call ``functools.partial(make_env, cfg)``.
     In an AsyncVectorEnv worker SIGINT is ignored, so Ctrl-C (sent to the whole
     process group) reaches only the trainer, which saves a checkpoint and
     closes the workers itself.
@@ -235,7 +236,7 @@ def describe(cfg: EnvConfig):
     _register_ale()
     _, name = resolve_game(cfg.game)
     try:
-        env = make_atari_env(cfg)
+        env = make_env(cfg)
     except (gym.error.Error, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
@@ -375,7 +376,7 @@ def _ale_num_threads(num_envs: int) -> int:
 
 
 def make_ale_vector_env(cfg: EnvConfig, num_envs: int) -> VectorEnv:
-    """ale-py's native threaded vector env with the preprocessing of :func:`make_atari_env`."""
+    """ale-py's native threaded vector env with the preprocessing of :func:`make_env`."""
     _register_ale()
     from ale_py.vector_env import AtariVectorEnv
 
@@ -417,15 +418,7 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
         from dqn_cli.envs.envpool_backend import atari_vector_env
 
         envs = atari_vector_env(cfg, num_envs, resolve_game(cfg.game)[0], max_frames(cfg))
-    else:
-        fns = [functools.partial(make_atari_env, cfg) for _ in range(num_envs)]
-        if cfg.vectorization == "async":
-            envs = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")
-        elif cfg.vectorization == "sync":
-            envs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-        else:
-            raise ConfigError(
-                f"env.vectorization must be sync, async, ale or envpool for Atari, got {cfg.vectorization!r}"
-            )
+    else:  # sync or async (config.py allows only the four)
+        envs = gymnasium_vector_env([functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization)
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     return AtariProtocol(envs, training=training, episodic_life=cfg.episodic_life, clip_rewards=cfg.clip_rewards)

@@ -177,7 +177,7 @@ def _check_task(task_id: str, what: str) -> None:
 
 
 def atari_vector_env(cfg: EnvConfig, num_envs: int, rom: str, max_frames: int) -> EnvPoolVectorEnv:
-    """EnvPool's Atari pool with the preprocessing of :func:`dqn_cli.envs.atari.make_atari_env`:
+    """EnvPool's Atari pool with the preprocessing of :func:`dqn_cli.envs.atari.make_env`:
     single grayscale frames, frame skip with max-pooling, no-ops, FIRE reset, sticky actions and
     truncation after ``max_frames`` emulator frames, and no episodic life or reward clipping (the
     protocol on top adds those)."""

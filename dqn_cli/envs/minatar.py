@@ -22,13 +22,16 @@ picklable top-level callables for ``spawn`` subprocesses.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import warnings
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.envs.workers import gymnasium_vector_env
 
 GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 CELL = 16  # pixels per cell side in rendered frames: 160x160 pictures
@@ -117,7 +120,7 @@ def draw(frame: np.ndarray, colours: np.ndarray, cell: int = CELL) -> np.ndarray
     return np.repeat(np.repeat(picture, cell, axis=0), cell, axis=1)
 
 
-def make_minatar_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
+def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     """One MinAtar env emitting (C, 10, 10) uint8 frames; top level and picklable."""
     from dqn_cli.envs.workers import ignore_sigint_in_vector_worker
 
@@ -137,7 +140,7 @@ def describe(cfg: EnvConfig):
     from dqn_cli.envs.spec import EnvSpec
 
     game = resolve_game(cfg.game)
-    env = make_minatar_env(cfg)
+    env = make_env(cfg)
     try:
         return EnvSpec(
             frame_shape=tuple(int(d) for d in env.observation_space.shape),
@@ -148,3 +151,10 @@ def describe(cfg: EnvConfig):
         )
     finally:
         env.close()
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = True) -> VectorEnv:
+    """``num_envs`` MinAtar envs, ``sync`` or ``async``, autoreset SAME_STEP; not yet reset.
+    Training and evaluation envs are alike (``seed`` and ``training`` are not used here)."""
+    resolve_game(cfg.game)  # a clear error before any process starts
+    return gymnasium_vector_env([functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization)

@@ -14,122 +14,50 @@ The trainer drives every backend the same way (Gymnasium 1.x vector envs, ``auto
 from __future__ import annotations
 
 import functools
-import importlib
-from typing import Any, Callable
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import AutoresetMode, VectorEnv
 
-from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.config import EnvConfig
+from dqn_cli.envs import atari, classic, minatar
 from dqn_cli.envs.spec import EnvSpec
 
-
-# ------------------------------------------------------------------ factories
-def import_env_modules(modules) -> None:
-    """Import the modules of ``env.imports`` (packages that register their Gymnasium ids on import).
-
-    Raises ConfigError naming a module that cannot be imported."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception as err:  # ImportError, or the module failed while registering
-            raise ConfigError(
-                f"env.imports: cannot import {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                "it must be importable here, e.g. installed with pip install -e ."
-            ) from None
+# ------------------------------------------------------------------ env kinds
+# Each kind (``env.kind``) is a module with the same three functions:
+#   describe(cfg) -> EnvSpec                 check the env in this process, before any worker starts;
+#   make_env(cfg, render_mode=None) -> Env   one env (top level, picklable: async workers call it;
+#                                            render_mode="rgb_array" films it);
+#   make_vector_env(cfg, num_envs, seed, training) -> VectorEnv   on cfg.vectorization's backend,
+#                                            the training or the evaluation protocol, not yet reset.
+# A new kind is a module with those functions and a line here (and its backends in config.py).
+KINDS = {"classic": classic, "minatar": minatar, "atari": atari}
 
 
-def make_classic_env(
-    env_id: str, max_episode_steps: int | None = None, render_mode: str | None = None, imports: tuple[str, ...] = ()
-) -> gym.Env:
-    """One Gymnasium env; top level so AsyncVectorEnv can pickle a partial of it (its worker imports
-    ``imports`` first, so ids registered on import exist there too)."""
-    import_env_modules(imports)
-    kwargs: dict[str, Any] = {}
-    if max_episode_steps is not None:
-        kwargs["max_episode_steps"] = max_episode_steps
-    if render_mode is not None:
-        kwargs["render_mode"] = render_mode
-    return gym.make(env_id, **kwargs)
+def env_kind(cfg: EnvConfig):
+    """The module of ``cfg.kind`` (config.py has checked the name)."""
+    return KINDS[cfg.kind]
 
 
-def env_factory(cfg: EnvConfig, training: bool, render_mode: str | None = None) -> Callable[[], gym.Env]:
+def env_factory(cfg: EnvConfig, render_mode: str | None = None) -> Callable[[], gym.Env]:
     """A picklable zero-argument callable making one (unvectorised) env."""
-    if cfg.kind == "atari":
-        from dqn_cli.envs import atari
-
-        return functools.partial(atari.make_atari_env, cfg, render_mode=render_mode)
-    if cfg.kind == "minatar":
-        from dqn_cli.envs import minatar
-
-        return functools.partial(minatar.make_minatar_env, cfg, render_mode=render_mode)
-    return functools.partial(make_classic_env, cfg.id, cfg.max_episode_steps, render_mode, tuple(cfg.imports))
+    return functools.partial(env_kind(cfg).make_env, cfg, render_mode=render_mode)
 
 
 def describe_env(cfg: EnvConfig) -> EnvSpec:
-    """Check the env exists and suits DQN; return its spec. Raises ConfigError.
-
-    Makes one env in this process (no subprocess), so bad input is refused
-    before any worker starts.
-    """
-    if cfg.kind == "atari":
-        from dqn_cli.envs import atari
-
-        return atari.describe(cfg)
-    if cfg.kind == "minatar":
-        from dqn_cli.envs import minatar
-
-        return minatar.describe(cfg)
-    try:
-        env = make_classic_env(cfg.id, cfg.max_episode_steps, imports=tuple(cfg.imports))
-    except gym.error.Error as err:
-        raise ConfigError(
-            f"env.id={cfg.id!r} is not a registered Gymnasium env ({err}); e.g. env.id=Acrobot-v1, "
-            "or env.imports=[my_package] for a package that registers it on import"
-        ) from None
-    except ImportError as err:  # env.id=module:Id, whose module Gymnasium imports to register the id
-        raise ConfigError(
-            f"env.id={cfg.id!r}: cannot import module {cfg.id.split(':')[0]!r} ({type(err).__name__}); "
-            "env.id=module:Id needs an importable module, e.g. installed with pip install -e ."
-        ) from None
-    try:
-        obs_space, act_space = env.observation_space, env.action_space
-        if not isinstance(act_space, gym.spaces.Discrete):
-            raise ConfigError(
-                f"env.id={cfg.id!r} has a {type(act_space).__name__} action space; "
-                "DQN needs Discrete actions (e.g. CartPole-v1, Acrobot-v1, MountainCar-v0)"
-            )
-        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise ConfigError(
-                f"env.id={cfg.id!r} has observation space {obs_space}; env=classic needs a flat Box "
-                "(for Atari use env=atari env.game=NAME)"
-            )
-        return EnvSpec((obs_space.shape[0],), np.dtype(np.float32), cfg.frame_stack, int(act_space.n), label=cfg.id)
-    finally:
-        env.close()
+    """Check the env exists and suits DQN; return its spec, from one env made in this process
+    (no subprocess), so bad input is refused before any worker starts. Raises ConfigError."""
+    return env_kind(cfg).describe(cfg)
 
 
 def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = True) -> VectorEnv:
-    """``num_envs`` envs stepped together, autoreset SAME_STEP; not yet reset.
+    """``num_envs`` envs stepped together, autoreset SAME_STEP, the action space seeded; not yet reset.
 
     ``training=False`` builds the evaluation protocol: for Atari the full game
     (no episodic life) with raw rewards.
     """
-    if cfg.kind == "atari":
-        from dqn_cli.envs import atari
-
-        envs = atari.make_vector_env(cfg, num_envs, seed, training)
-    elif cfg.vectorization == "envpool" and cfg.kind == "classic":
-        from dqn_cli.envs.envpool_backend import classic_vector_env
-
-        envs = classic_vector_env(cfg, num_envs)
-    else:
-        fns = [env_factory(cfg, training) for _ in range(num_envs)]
-        if cfg.vectorization == "async":
-            envs = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")
-        else:
-            envs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs = env_kind(cfg).make_vector_env(cfg, num_envs, seed, training)
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP, "the loop is written for SAME_STEP autoreset"
     envs.action_space.seed(seed)
     return envs

@@ -12,12 +12,20 @@ import logging
 import signal
 import time
 
-from gymnasium.vector import AsyncVectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 log = logging.getLogger("dqn")
 
 # what a dead env subprocess looks like from the parent's end of its pipe
 WORKER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
+
+
+def gymnasium_vector_env(fns: list, vectorization: str) -> VectorEnv:
+    """Gymnasium's vector env of the env factories ``fns`` (picklable zero-argument callables),
+    autoreset SAME_STEP: ``async``, one ``spawn`` subprocess each; ``sync``, all in this process."""
+    if vectorization == "async":
+        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")
+    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 def dead_workers_text(err: BaseException, env_cfg, envs=None, eval_envs=None) -> str:

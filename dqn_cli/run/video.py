@@ -77,7 +77,7 @@ def _make_render_env(env_cfg: EnvConfig):
     """
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    return env_factory(env_cfg, training=False, render_mode="rgb_array")()
+    return env_factory(env_cfg, render_mode="rgb_array")()
 
 
 def _render(env) -> np.ndarray:
@@ -290,7 +290,7 @@ def _fps(env_cfg: EnvConfig) -> float:
     """:func:`video_fps` of ``env_cfg``'s env (a classic env is made, not rendered, to read its metadata)."""
     if env_cfg.kind == "atari":
         return video_fps(None, env_cfg)
-    env = env_factory(env_cfg, training=False)()
+    env = env_factory(env_cfg)()
     try:
         return video_fps(env, env_cfg)
     finally:
