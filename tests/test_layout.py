@@ -82,3 +82,24 @@ def test_imports_point_one_way():
             if LAYER[there] >= LAYER[here]:
                 wrong.append(f"{module} -> {other}")
     assert not wrong, "imports against the layering: " + ", ".join(sorted(wrong))
+
+
+def sources_containing(pattern: str) -> set[str]:
+    """The package's modules whose code (comments and docstrings included) matches ``pattern``."""
+    import re
+
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        if re.search(pattern, path.read_text()):
+            found.add(module_name(path))
+    return found
+
+
+def test_each_job_has_one_home():
+    """What was once done in several places is done in one: YAML from a run dir is read by
+    files.read_yaml_data alone (safely: no tags, nothing resolved); the env kind is chosen by
+    envs/vector.py's table alone; Gymnasium's vector envs are made in envs/workers.py alone."""
+    assert sources_containing(r"yaml\.(safe_)?load\(") == {"dqn_cli.files"}
+    assert sources_containing(r'"\.hydra"') == {"dqn_cli.files"}
+    assert sources_containing(r"\.kind\s*==\s*\"(atari|minatar|classic)\"") <= {"dqn_cli.config"}
+    assert sources_containing(r"(Sync|Async)VectorEnv\(") == {"dqn_cli.envs.workers"}

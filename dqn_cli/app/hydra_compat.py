@@ -25,6 +25,8 @@ import logging.handlers
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 
+from dqn_cli.files import HYDRA_DIR
+
 MODE_FLAGS = {"--multirun": "-m", "--cfg": "-c", "--info": "-i", "--shell-completion": "-sc"}
 RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written by record_run_config
 
@@ -234,11 +236,11 @@ def record_run_config(run_dir: Path, hc, config) -> None:
 
     if hc.output_subdir is None and RECORD_CONFIG not in hc.overrides.hydra:
         return  # the user asked for no .hydra/
-    out = run_dir / (hc.output_subdir or ".hydra")
+    out = run_dir / (hc.output_subdir or HYDRA_DIR)
     out.mkdir(parents=True, exist_ok=True)
     if hc.output_subdir is None:
         hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(hc)})
-        hydra_cfg.hydra.output_subdir = ".hydra"
+        hydra_cfg.hydra.output_subdir = HYDRA_DIR
         hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != RECORD_CONFIG]
         OmegaConf.save(hydra_cfg, out / "hydra.yaml")
         OmegaConf.save(hc.overrides.task, out / "overrides.yaml")  # as given: ${..} in them unresolved

@@ -33,6 +33,7 @@ import numpy as np
 
 from dqn_cli.app.stats import bootstrap_ci, iqm, mean_ci
 from dqn_cli.errors import PlotError
+from dqn_cli.files import UnreadableYaml, hydra_file, read_yaml_data
 
 # config keys that do not change what is learned: runs differing only in these are one configuration
 IGNORED = (
@@ -102,15 +103,12 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _config(run_dir: Path) -> dict:
-    import yaml
-
-    for candidate in (run_dir / ".hydra" / "config.yaml", run_dir / "config.yaml"):
+    for candidate in (hydra_file(run_dir, "config.yaml"), run_dir / "config.yaml"):  # a run; a results/ copy
         if candidate.is_file():
-            try:  # data only: no tags that build objects, nothing resolved
-                data = yaml.safe_load(candidate.read_text()) or {}
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise PlotError(f"{candidate}: not a readable run config ({first[:120]})") from None
+            try:
+                data = read_yaml_data(candidate, strict=True) or {}
+            except UnreadableYaml as err:
+                raise PlotError(f"{candidate}: not a readable run config ({err})") from None
             if not isinstance(data, dict):
                 raise PlotError(f"{candidate}: not a run config (a mapping of keys)")
             data.pop("hydra", None)

@@ -42,7 +42,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from dqn_cli.files import atomic_write_text
+from dqn_cli.files import HYDRA_DIR, atomic_write_text, hydra_file, read_yaml_data
 
 log = logging.getLogger("dqn.sweep")
 
@@ -85,15 +85,6 @@ class JobRow:
         return value
 
 
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -106,7 +97,7 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
     """Every job dir under the sweep dir: a dir holding .hydra/overrides.yaml (submitit's own folder skipped)."""
     found = []
     for marker in sweep_dir.rglob("overrides.yaml"):
-        if marker.parent.name != ".hydra":
+        if marker.parent.name != HYDRA_DIR:
             continue
         job_dir = marker.parent.parent
         if job_dir == sweep_dir or ".submitit" in job_dir.relative_to(sweep_dir).parts:
@@ -123,7 +114,7 @@ def _mtime(path: Path) -> float:
 
 
 def _job_num(job_dir: Path) -> int:
-    hydra_cfg = _read_yaml(job_dir / ".hydra" / "hydra.yaml")
+    hydra_cfg = read_yaml_data(hydra_file(job_dir, "hydra.yaml"))
     try:
         return int(hydra_cfg["hydra"]["job"]["num"])
     except (TypeError, KeyError, ValueError):
@@ -140,11 +131,11 @@ def collect_jobs(sweep_dir: Path, final: bool = True) -> list[JobRow]:
     sweep_dir = Path(sweep_dir)
     rows = []
     for job_dir in _job_dirs(sweep_dir):
-        overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml") or []
+        overrides = read_yaml_data(hydra_file(job_dir, "overrides.yaml")) or []
         summary = _read_json(job_dir / "summary.json")
-        record = _read_json(job_dir / ".hydra" / JOB_RETURN) or {}
+        record = _read_json(hydra_file(job_dir, JOB_RETURN)) or {}
         if summary is not None:
-            if _mtime(job_dir / "summary.json") >= _mtime(job_dir / ".hydra" / JOB_RETURN):
+            if _mtime(job_dir / "summary.json") >= _mtime(hydra_file(job_dir, JOB_RETURN)):
                 record = {}  # finished (possibly later, by `dqn train resume=`): the summary has the last word
             elif record.get("status") == "failed":
                 summary = None  # left by an earlier life of this dir; this time the job failed
@@ -282,7 +273,7 @@ def write_summary(sweep_dir: Path, final: bool = True) -> tuple[list[JobRow], st
     """Write summary.csv and summary.md into ``sweep_dir``; return the rows and the Markdown."""
     sweep_dir = Path(sweep_dir)
     rows = collect_jobs(sweep_dir, final=final)
-    optuna = _read_yaml(sweep_dir / OPTUNA_RESULTS) if (sweep_dir / OPTUNA_RESULTS).is_file() else None
+    optuna = read_yaml_data(sweep_dir / OPTUNA_RESULTS)
     markdown = summary_markdown(rows, sweep_dir, optuna if isinstance(optuna, dict) else None)
     atomic_write_text(sweep_dir / SUMMARY_CSV, render_csv(rows))
     atomic_write_text(sweep_dir / SUMMARY_MD, markdown)

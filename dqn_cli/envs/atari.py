@@ -214,7 +214,7 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
     env = gym.make(f"ALE/{name}-v5", disable_env_checker=True, **kwargs)
     meanings = env.unwrapped.get_action_meanings()
     fire = meanings.index("FIRE") if cfg.fire_reset and "FIRE" in meanings else None
-    return _Preprocessing(
+    env = _Preprocessing(
         env,
         fire_action=fire,
         max_frames=max_frames(cfg),
@@ -224,6 +224,9 @@ def make_env(cfg: EnvConfig, render_mode: str | None = None) -> gym.Env:
         terminal_on_life_loss=False,
         grayscale_obs=True,
     )
+    # one rendered frame per agent step: real time is the emulator's 60 frames/s over frame_skip
+    env.metadata = {**env.metadata, "render_fps": 60.0 / max(int(cfg.frame_skip), 1)}
+    return env
 
 
 def describe(cfg: EnvConfig):

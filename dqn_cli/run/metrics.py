@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dqn_cli.files import atomic_write
+from dqn_cli.files import atomic_write, hydra_file, read_yaml_data
 from dqn_cli.run.trackers import Trackers
 
 log = logging.getLogger("dqn")
@@ -393,12 +393,8 @@ def _is_console(handler: logging.Handler) -> bool:
 
 def run_overrides(run_dir: Path) -> list[str]:
     """The run's command-line overrides, as Hydra recorded them (none when it did not)."""
-    import yaml
-
-    try:
-        return list(yaml.safe_load((Path(run_dir) / ".hydra" / "overrides.yaml").read_text()) or [])
-    except (OSError, yaml.YAMLError):
-        return []
+    overrides = read_yaml_data(hydra_file(run_dir, "overrides.yaml"))
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def ordered_config(config: dict, first: list[str]) -> dict:

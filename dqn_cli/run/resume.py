@@ -26,7 +26,7 @@ from dqn_cli.config import (
     to_train_config,
     validate,
 )
-from dqn_cli.files import atomic_write_text
+from dqn_cli.files import UnreadableYaml, atomic_write_text, hydra_file, read_yaml_data
 
 # keys a resumed run may change; everything else must match the saved config
 CHANGEABLE = (
@@ -65,7 +65,7 @@ def rewrite_resume_args(args: list[str]) -> list[str]:
     run_dir = Path(value).expanduser()
     if not run_dir.is_dir():
         raise ValueError(f"resume={value}: no such directory; pass a run directory such as outputs/DATE/TIME_cartpole")
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
+    if not hydra_file(run_dir, "config.yaml").is_file():
         sweep = (run_dir / "multirun.yaml").is_file()
         hint = " (it is a sweep directory: pass one of its job directories)" if sweep else ""
         raise ValueError(
@@ -86,14 +86,11 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
     Raises ConfigError (one line) on a conflicting override; writes nothing
     (:func:`save_config` records the result once the checkpoint is known good).
     """
-    import yaml
-
-    saved_path = Path(run_dir) / ".hydra" / "config.yaml"
-    try:  # plain YAML data: no tags that build objects, no interpolation resolved
-        saved = yaml.safe_load(saved_path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"resume: {saved_path} is unreadable ({first[:160]}); it is not a usable dqn run") from None
+    saved_path = hydra_file(run_dir, "config.yaml")
+    try:
+        saved = read_yaml_data(saved_path, strict=True)
+    except UnreadableYaml as err:
+        raise ConfigError(f"resume: {saved_path} is unreadable ({err}); it is not a usable dqn run") from None
     saved = check_stored(saved, f"resume: {saved_path}", stored_imports(to_dict(composed)))
     saved_cfg = to_train_config(saved)
     fresh = OmegaConf.structured(composed)
@@ -120,7 +117,7 @@ def save_config(run_dir: Path, cfg: TrainConfig) -> None:
     """Record a resumed run's config (new total_steps, cadences) in its ``.hydra/config.yaml``, atomically."""
 
     text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    atomic_write_text(Path(run_dir) / ".hydra" / "config.yaml", text)
+    atomic_write_text(hydra_file(run_dir, "config.yaml"), text)
 
 
 # what must agree between the run's config and its checkpoint for the weights and replay to fit

@@ -101,14 +101,9 @@ def _render(env) -> np.ndarray:
     return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
 
 
-def video_fps(env, env_cfg: EnvConfig) -> float:
-    """Real-time playback rate of one frame per agent step.
-
-    Atari: 60 emulator frames/s over ``frame_skip`` frames per step; others:
-    the env's ``metadata["render_fps"]``, else 30.
-    """
-    if env_cfg.kind == "atari":
-        return 60.0 / max(int(env_cfg.frame_skip), 1)
+def video_fps(env) -> float:
+    """Real-time playback rate of one frame per agent step: the env's ``metadata["render_fps"]``
+    (Atari's env sets it to 60 emulator frames/s over ``frame_skip``), else 30."""
     fps = (getattr(env, "metadata", None) or {}).get("render_fps")
     return float(fps) if fps else float(DEFAULT_FPS)
 
@@ -187,7 +182,7 @@ def record_episode_frames(
     try:
         with _EvalMode(q_network):
             frames = _play(q_network, env, spec, seed, epsilon, device, max_frames)
-            return EpisodeFrames(frames, fps=video_fps(env, env_cfg))
+            return EpisodeFrames(frames, fps=video_fps(env))
     except VideoUnavailable as err:
         if strict:
             raise
@@ -287,12 +282,10 @@ def record_episodes(env_cfg: EnvConfig, run_dir: Path, result) -> Path:
 
 
 def _fps(env_cfg: EnvConfig) -> float:
-    """:func:`video_fps` of ``env_cfg``'s env (a classic env is made, not rendered, to read its metadata)."""
-    if env_cfg.kind == "atari":
-        return video_fps(None, env_cfg)
+    """:func:`video_fps` of ``env_cfg``'s env (made, not rendered, to read its metadata)."""
     env = env_factory(env_cfg)()
     try:
-        return video_fps(env, env_cfg)
+        return video_fps(env)
     finally:
         env.close()
 
