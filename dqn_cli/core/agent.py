@@ -188,8 +188,51 @@ class UpdateInfo(NamedTuple):
         return self.priorities.float().cpu().numpy()
 
 
-class DQNAgent:
-    """Online and target Q-networks, their optimizer, and the TD update.
+class QAgent:
+    """What every agent here has: one online Q-network, its optimizer, epsilon-greedy acting with a
+    seeded generator, and their state for checkpoints. :class:`DQNAgent` adds a target network and
+    the TD update from replay; :class:`~dqn_cli.core.pqn.PQNAgent` the λ-return update on rollouts.
+
+    Args:
+        q_network: the online network, already on ``device``.
+        optimizer_cfg: the optimizer group (lr, eps, weight decay, gradient clipping).
+        n_actions: size of the Discrete action space.
+        device: where the network and the update live.
+        seed: seeds the exploration generator.
+    """
+
+    def __init__(self, q_network: nn.Module, optimizer_cfg: OptimizerConfig, n_actions: int, device, seed: int = 0):
+        self.q_network = q_network
+        self.params = list(q_network.parameters())
+        self.optimizer = build_optimizer(optimizer_cfg, self.params)
+        self.max_grad_norm = optimizer_cfg.max_grad_norm
+        self.n_actions = n_actions
+        self.device = device
+        self.policy = EpsilonGreedy(n_actions, seed)
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        """Host array -> device tensor (pinned, non-blocking copy on CUDA)."""
+        return host_to_device(array, self.device)
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def state_dict(self) -> dict:
+        return {
+            "q_network": self.q_network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "exploration": self.policy.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_network.load_state_dict(state["q_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.policy.rng.bit_generator.state = state["exploration"]
+
+
+class DQNAgent(QAgent):
+    """Online and target Q-networks, their optimizer, and the TD update (Mnih et al. 2015).
 
     Args:
         q_network: the online network, already on ``device``.
@@ -218,9 +261,8 @@ class DQNAgent:
         compile: bool = False,
         augmentation: Augmentation | None = None,
     ):
-        self.q_network = q_network
+        super().__init__(q_network, optimizer_cfg, n_actions, device, seed)
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
-        self.params = list(q_network.parameters())
         # the tensors update_target pairs up, listed once: walking the modules costs more than the lerp
         self.sync_online = self.params + list(q_network.buffers())
         self.sync_target = list(self.target_network.parameters()) + list(self.target_network.buffers())
@@ -231,13 +273,8 @@ class DQNAgent:
         self.loss_name = {DistributionalQNetwork: "c51_loss", QuantileQNetwork: "qr_loss"}.get(
             type(q_network), "td_loss"
         )
-        self.optimizer = build_optimizer(optimizer_cfg, self.params)
-        self.max_grad_norm = optimizer_cfg.max_grad_norm
-        self.n_actions = n_actions
         self.double_q = double_q
         self.loss = loss
-        self.device = device
-        self.policy = EpsilonGreedy(n_actions, seed)
         self.online_noise, self.target_noise = noisy_layers(q_network), noisy_layers(self.target_network)
         self.augmentation = augmentation
         # True while the target network holds the online network's weights (after a hard copy by
@@ -250,10 +287,6 @@ class DQNAgent:
             self.losses, self.acting_network = compiled(self._losses, device), compiled(q_network, device)
 
     # ------------------------------------------------------------------ acting
-    def to_device(self, array: np.ndarray) -> torch.Tensor:
-        """Host array -> device tensor (pinned, non-blocking copy on CUDA)."""
-        return host_to_device(array, self.device)
-
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of envs, int64 (E,); obs: (E, S, *frame_shape)."""
@@ -262,10 +295,6 @@ class DQNAgent:
         return self.policy(lambda: self.acting_network(self.to_device(obs)), obs.shape[0], epsilon)
 
     # ---------------------------------------------------------------- learning
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
     def update(self, batch: Batch) -> UpdateInfo:
         """One gradient step on the (importance-weighted) TD loss of ``batch``."""
         obs = self.to_device(batch.obs)
@@ -356,18 +385,14 @@ class DQNAgent:
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {
-            "q_network": self.q_network.state_dict(),
+            **super().state_dict(),
             "target_network": self.target_network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "exploration": self.policy.rng.bit_generator.state,
             **({"augmentation": self.augmentation.state_dict()} if self.augmentation is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.q_network.load_state_dict(state["q_network"])
+        super().load_state_dict(state)
         self.target_network.load_state_dict(state["target_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
         if self.augmentation is not None and "augmentation" in state:
             self.augmentation.load_state_dict(state["augmentation"])
         self.target_is_online = False  # (a copy may have been due: the target is used as saved)
-        self.policy.rng.bit_generator.state = state["exploration"]

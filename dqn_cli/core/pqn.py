@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqn_cli.config import OptimizerConfig
-from dqn_cli.core.agent import EpsilonGreedy, build_optimizer, compiled, gradient_step, host_to_device
+from dqn_cli.core.agent import QAgent, compiled, gradient_step
 
 
 def q_lambda_returns(
@@ -55,7 +55,7 @@ class PQNInfo(NamedTuple):
     loss_name: str = "td_loss"
 
 
-class PQNAgent:
+class PQNAgent(QAgent):
     """One Q-network, its optimizer and epsilon-greedy acting; no target network.
 
     Args:
@@ -76,19 +76,10 @@ class PQNAgent:
         seed: int = 0,
         compile: bool = False,
     ):
-        self.q_network = q_network
-        self.params = list(q_network.parameters())
-        self.optimizer = build_optimizer(optimizer_cfg, self.params)
-        self.max_grad_norm = optimizer_cfg.max_grad_norm
-        self.n_actions = n_actions
-        self.device = device
-        self.policy = EpsilonGreedy(n_actions, seed)
+        super().__init__(q_network, optimizer_cfg, n_actions, device, seed)
         self.loss, self.acting_network = self._loss, q_network
         if compile:
             self.loss, self.acting_network = compiled(self._loss, device), compiled(q_network, device)
-
-    def to_device(self, array: np.ndarray) -> torch.Tensor:
-        return host_to_device(array, self.device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray]:
@@ -101,10 +92,6 @@ class PQNAgent:
     def max_q(self, obs: np.ndarray) -> np.ndarray:
         """max_a Q(obs, a), float32 (B,)."""
         return self.q_network(self.to_device(obs)).max(dim=1).values.float().cpu().numpy()
-
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
     def learn(self, obs: np.ndarray, actions: np.ndarray, returns: np.ndarray, epochs: int, minibatches: int):
         """``epochs`` passes over the rollout (N = T * E transitions: obs (N, S, *frame_shape),
@@ -128,15 +115,3 @@ class PQNAgent:
         """(Q(s, a) - G)^2 over the minibatch, and Q(s, a) (B,)."""
         q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
         return F.mse_loss(q, returns), q
-
-    def state_dict(self) -> dict:
-        return {
-            "q_network": self.q_network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "exploration": self.policy.rng.bit_generator.state,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.q_network.load_state_dict(state["q_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.policy.rng.bit_generator.state = state["exploration"]
