@@ -16,7 +16,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import ConfigError, TrainConfig, to_dict
-from dqn_cli.core.agent import DQNAgent
+from dqn_cli.core.agent import DQNAgent, QAgent
 from dqn_cli.core.augment import Augmentation
 from dqn_cli.core.networks import build_network
 from dqn_cli.core.pqn import PQNAgent
@@ -65,7 +65,7 @@ class Run:
     spec: EnvSpec
     device: torch.device
     envs: VectorEnv
-    agent: DQNAgent | PQNAgent
+    agent: QAgent  # DQNAgent, or PQNAgent for algo=pqn
     replay: ReplayBuffer | None  # None for algo=pqn, which learns from its rollouts
     epsilon: Callable[[int], float]  # env step -> exploration rate
     beta: Callable[[int], float]  # env step -> PER importance exponent
@@ -79,6 +79,7 @@ class Run:
     wall_before: float  # seconds the run's earlier lives took
     saved_step: int  # env step of the last checkpoint written (-1: none yet)
     eval_envs: VectorEnv | None = None  # started at the first evaluation
+    logged_step: int = 0  # env step of the last status line (its cadence: log_every)
 
     def wall_seconds(self) -> float:
         return self.wall_before + time.perf_counter() - self.started

@@ -174,6 +174,22 @@ def summarize(run: Run) -> dict:
     }
 
 
+def on_cadence(run: Run, stop: StopRequest, stepped: int, eps: float, info) -> None:
+    """Log, evaluate and checkpoint, each when its cadence was crossed by the last ``stepped`` env
+    steps (a loop's step 6). At total_steps the run's end does the final evaluation and checkpoint.
+
+    info: the last update's UpdateInfo or PQNInfo (None before the first)."""
+    cfg, n = run.cfg, run.n
+    if n.env_steps - run.logged_step >= cfg.log_every:
+        run.logged_step = n.env_steps
+        log_status(run, eps, info)
+    if n.env_steps < cfg.total_steps:
+        if crossed(n.env_steps, stepped, cfg.eval.every):
+            run_evaluation(run, stop)
+        if crossed(n.env_steps, stepped, cfg.checkpoint.every):
+            save(run)
+
+
 def crossed(step: int, stride: int, every: int) -> bool:
     """True when the last vector step (``stride`` env steps) crossed a multiple of ``every``."""
     return every > 0 and step // every > (step - stride) // every

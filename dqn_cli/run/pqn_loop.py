@@ -22,7 +22,7 @@ from dqn_cli.core.pqn import q_lambda_returns
 from dqn_cli.envs.autoreset import final_observations
 from dqn_cli.errors import NonFiniteLoss
 from dqn_cli.run.build import Run
-from dqn_cli.run.phases import crossed, log_episodes, log_status, run_evaluation, save
+from dqn_cli.run.phases import log_episodes, on_cadence
 from dqn_cli.run.signals import StopRequest
 
 
@@ -52,7 +52,7 @@ def pqn_loop(run: Run, stop: StopRequest) -> None:
     cfg, agent, n, logger = run.cfg, run.agent, run.n, run.logger
     E, p = cfg.env.num_envs, cfg.pqn
     full = Rollout(p.rollout_steps, run.obs)
-    last_log, info = n.env_steps, None
+    run.logged_step, info = n.env_steps, None
     while n.env_steps < cfg.total_steps and not stop:
         T = min(p.rollout_steps, -(-(cfg.total_steps - n.env_steps) // E))  # vector steps still owed
         rollout = full if T == p.rollout_steps else full.first(T)
@@ -101,10 +101,4 @@ def pqn_loop(run: Run, stop: StopRequest) -> None:
         if not np.isfinite(info.td_loss):
             raise NonFiniteLoss(n.env_steps, info.td_loss)
         # 4. Evaluate, log and checkpoint, each on its cadence.
-        if n.env_steps - last_log >= cfg.log_every:
-            last_log = n.env_steps
-            log_status(run, eps, info)
-        if crossed(n.env_steps, T * E, cfg.eval.every) and n.env_steps < cfg.total_steps:
-            run_evaluation(run, stop)
-        if crossed(n.env_steps, T * E, cfg.checkpoint.every) and n.env_steps < cfg.total_steps:
-            save(run)
+        on_cadence(run, stop, T * E, eps, info)

@@ -33,15 +33,7 @@ from dqn_cli.files import atomic_write_text
 from dqn_cli.run.build import Run, build_run, check_run, restart_envs
 from dqn_cli.run.lock import run_dir_lock
 from dqn_cli.run.metrics import overridden_keys, run_overrides
-from dqn_cli.run.phases import (
-    crossed,
-    log_episodes,
-    log_status,
-    result_text,
-    run_evaluation,
-    save,
-    summarize,
-)
+from dqn_cli.run.phases import log_episodes, on_cadence, result_text, run_evaluation, save, summarize
 from dqn_cli.run.pqn_loop import pqn_loop
 from dqn_cli.run.signals import Abort, StopRequest
 
@@ -105,7 +97,7 @@ def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, on_start) -
 def dqn_loop(run: Run, stop: StopRequest) -> None:
     """Algorithm 1 of Mnih et al. 2015, until total_steps or a stop signal."""
     cfg, agent, replay, n, logger, E = run.cfg, run.agent, run.replay, run.n, run.logger, run.cfg.env.num_envs
-    last_log, info = n.env_steps, None  # info: the last update's UpdateInfo
+    run.logged_step, info = n.env_steps, None  # info: the last update's UpdateInfo
     while n.env_steps < cfg.total_steps and not stop:
         # 1. Act: epsilon-greedy over all envs at once.
         eps = run.epsilon(n.env_steps)
@@ -131,13 +123,7 @@ def dqn_loop(run: Run, stop: StopRequest) -> None:
             n.target_updates += periods
         # 6. Evaluate, log and checkpoint, each on its cadence.
         logger.advance(n.env_steps, eps)
-        if n.env_steps - last_log >= cfg.log_every:
-            last_log = n.env_steps
-            log_status(run, eps, info)
-        if crossed(n.env_steps, E, cfg.eval.every) and n.env_steps < cfg.total_steps:
-            run_evaluation(run, stop)
-        if crossed(n.env_steps, E, cfg.checkpoint.every) and n.env_steps < cfg.total_steps:
-            save(run)
+        on_cadence(run, stop, E, eps, info)
 
 
 def learn(run: Run):
