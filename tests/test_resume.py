@@ -15,7 +15,7 @@ import torch
 from helpers import EXACT, TINY, assert_no_repeated_or_forked_points, compose, run_dqn, snapshot, without
 
 from dqn_cli.config import EnvConfig
-from dqn_cli.run import resume
+from dqn_cli.envs import snapshot as env_snapshot
 
 
 def load(path: Path) -> dict:
@@ -62,12 +62,12 @@ def test_env_state_round_trips_through_a_checkpoint(vectorization):
             frames, _, term, trunc, _ = a.step(actions[t])
             sa.step(frames, term | trunc)
         buf = io.BytesIO()
-        torch.save(resume.capture_envs(a, sa, cfg), buf)
+        torch.save(env_snapshot.capture_envs(a, sa, cfg), buf)
         buf.seek(0)
         saved = torch.load(buf, weights_only=True)
         frames, _ = b.reset(seed=[50, 60])
         sb.reset(frames)
-        assert resume.restore_envs(b, sb, saved)
+        assert env_snapshot.restore_envs(b, sb, saved)
         np.testing.assert_array_equal(sa.obs, sb.obs)
         ends = 0
         for t in range(100, 250):
@@ -83,8 +83,8 @@ def test_env_state_round_trips_through_a_checkpoint(vectorization):
 
 
 def test_atari_envs_are_not_captured():
-    assert resume.capture_envs(None, None, EnvConfig(kind="atari")) is None
-    assert resume.restore_envs(None, None, None) is False
+    assert env_snapshot.capture_envs(None, None, EnvConfig(kind="atari")) is None
+    assert env_snapshot.restore_envs(None, None, None) is False
 
 
 # ------------------------------------------------------------ resume end to end

@@ -203,7 +203,7 @@ class ReplayBuffer:
 
         stacks: (E, S, *frame_shape), the observations the envs resume from.
         continued: True when the envs' episodes continue exactly (classic envs restored by
-            resume.restore_envs); False when they start fresh (Atari, other envs).
+            envs.snapshot.restore_envs); False when they start fresh (Atari, other envs).
 
         Fresh episodes: an episode a restored buffer left open would run on into
         the new one (its n-step windows, bootstraps and stacks), so it ends here,

@@ -31,7 +31,7 @@ from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
 from dqn_cli.run.metrics import RunLogger, ordered_config, overridden_keys, run_overrides, use_progress_bar
 from dqn_cli.run.signals import StopRequested
-from dqn_cli.run.state import Counters, restore
+from dqn_cli.run.state import Counters
 from dqn_cli.run.trackers import start_trackers
 from dqn_cli.runtime import (
     available_memory_bytes,
@@ -169,19 +169,10 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
             replay = build_replay(cfg, spec)
         stats = EpisodeStats(E)
         stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
-        n = Counters()
-        if resume_state is not None:
-            n = restore(resume_state, agent, replay, run_dir)
-            env_seeds = seeds(cfg.seed, "resume_envs", E, n.env_steps)  # fresh episodes unless restored below
-        obs = stacker.reset(envs.reset(seed=env_seeds)[0])
-        if resume_state is not None:
-            continued = resume.restore_envs(envs, stacker, resume_state.get("envs"))
-            if continued:  # the episodes continue exactly
-                stats.load_state_dict(resume_state["episode_stats"])
-            if replay is not None:
-                replay.resume_episodes(obs, continued)  # no stack or n-step window spans the resume
-            resume.save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
-            log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
+        if resume_state is None:
+            n, obs = Counters(), stacker.reset(envs.reset(seed=env_seeds)[0])
+        else:
+            n, obs = resume.continue_run(resume_state, cfg, run_dir, agent, replay, envs, stacker, stats)
         logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
         if cfg.tracker.wandb.enabled or cfg.tracker.mlflow.enabled:  # (after the env processes: no fork inherits them)
             overrides = run_overrides(run_dir)

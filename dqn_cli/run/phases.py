@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from dqn_cli.envs.autoreset import info_array
+from dqn_cli.envs.snapshot import capture_envs
 from dqn_cli.envs.workers import close_envs, start_workers
 from dqn_cli.errors import NonFiniteLoss
 from dqn_cli.run import checkpoint as ckpt
-from dqn_cli.run import resume
 from dqn_cli.run.build import Run
 from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
 from dqn_cli.run.signals import StopRequest, StopRequested
@@ -138,7 +138,7 @@ def save(run: Run) -> None:
 def checkpoint_state(run: Run) -> dict:
     """What a checkpoint of the run holds now (run.state.capture)."""
     run.n.wall_seconds = run.wall_seconds()
-    envs = resume.capture_envs(run.envs, run.stacker, run.cfg.env)
+    envs = capture_envs(run.envs, run.stacker, run.cfg.env)
     return {**capture(run.cfg, run.spec, run.n, run.agent, run.stats, envs), "trackers": run.logger.trackers.ids()}
 
 

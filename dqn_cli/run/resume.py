@@ -1,4 +1,9 @@
-"""``dqn train resume=RUN_DIR [total_steps=N]``: continue a run in its own directory.
+"""``dqn train resume=RUN_DIR [total_steps=N]``: continue a run in its own directory, end to end.
+
+Before Hydra composes, :func:`rewrite_resume_args` points the run at RUN_DIR; then
+:func:`resumed_config` merges the saved config with the command line, :func:`check_resumable`
+refuses a checkpoint of another run, and :func:`continue_run` restores the state into the
+rebuilt run and records the config.
 
 The run's saved ``.hydra/config.yaml`` is the config; the command line may only change what
 does not alter the experiment (budget, cadences, device, display), and a refused resume
@@ -9,7 +14,10 @@ docs/resume.md in the repository.
 
 from __future__ import annotations
 
+import logging
 import math
+import random
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +26,6 @@ from omegaconf import OmegaConf
 
 from dqn_cli.config import (
     ConfigError,
-    EnvConfig,
     TrainConfig,
     check_stored,
     stored_imports,
@@ -26,7 +33,13 @@ from dqn_cli.config import (
     to_train_config,
     validate,
 )
+from dqn_cli.envs.snapshot import restore_envs
 from dqn_cli.files import UnreadableYaml, atomic_write_text, hydra_file, read_yaml_data
+from dqn_cli.run import checkpoint as ckpt
+from dqn_cli.run.state import Counters
+from dqn_cli.runtime import seeds
+
+log = logging.getLogger("dqn")
 
 # keys a resumed run may change; everything else must match the saved config
 CHANGEABLE = (
@@ -169,71 +182,76 @@ def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> dict:
     return counters
 
 
-# ------------------------------------------------------------- env state
-_EXACT_MODULE = "gymnasium.envs.classic_control."
-_SIM_ATTRS = ("state", "steps_beyond_terminated")  # a classic-control simulator's whole mutable state
+# ------------------------------------------------------------- the run's state
+def continue_run(
+    state: dict, cfg: TrainConfig, run_dir: Path, agent, replay, envs, stacker, stats
+) -> tuple[Counters, np.ndarray]:
+    """Put a checkpoint's ``state`` (checked by :func:`check_resumable`) back into a run's freshly
+    built parts, then record the resumed config. Returns the counters and the stacked observations
+    (E, S, *frame_shape) the envs act on next.
+
+    The envs start fresh episodes from seeds of their own (so a resumed run explores on), unless
+    :func:`~dqn_cli.envs.snapshot.restore_envs` puts them back exactly; either way no frame stack or
+    n-step window in replay spans the resume.
+    """
+    n = _restore(state, agent, replay, run_dir)
+    env_seeds = seeds(cfg.seed, "resume_envs", cfg.env.num_envs, n.env_steps)
+    obs = stacker.reset(envs.reset(seed=env_seeds)[0])
+    continued = restore_envs(envs, stacker, state.get("envs"))
+    if continued:  # the episodes continue exactly
+        stats.load_state_dict(state["episode_stats"])
+    if replay is not None:
+        replay.resume_episodes(obs, continued)
+    save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
+    log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
+    return n, obs
 
 
-def capture_envs(envs, stacker, env_cfg: EnvConfig) -> dict | None:
-    """The training envs' simulator state and the agent's stacked observations, as
-    tensors, lists and numbers; None where the envs cannot be restored exactly
-    (see the module docstring). Call between steps (the vector env idle)."""
-    if env_cfg.kind != "classic" or env_cfg.vectorization == "envpool":
-        return None
-    units = envs.get_attr("unwrapped")  # async: the small env objects pickled back from the workers
-    if not all(type(u).__module__.startswith(_EXACT_MODULE) for u in units):
-        return None
-    sim = {}
-    for attr in _SIM_ATTRS:
-        if all(hasattr(u, attr) for u in units):
-            sim[attr] = [_plain_value(getattr(u, attr)) for u in units]
-    limited = all(envs.call("has_wrapper_attr", "_elapsed_steps"))
-    return {
-        "kind": "classic_control",
-        "env_type": type(units[0]).__name__,
-        "sim": sim,
-        "np_random": [u.np_random.bit_generator.state for u in units],
-        "elapsed_steps": [int(s) for s in envs.get_attr("_elapsed_steps")] if limited else None,
-        "obs": torch.from_numpy(np.array(stacker.obs, copy=True)),
-    }
+def _restore(state: dict, agent, replay, run_dir: Path) -> Counters:
+    """Networks, optimizer, counters, RNGs and (when replay.npz matches) the replay buffer of ``state``
+    (agent: a DQNAgent or PQNAgent; replay None for algo=pqn)."""
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        first = str(err).strip().splitlines()
+        raise ckpt.CheckpointError(
+            f"checkpoint {run_dir / 'checkpoints' / 'last.pt'} does not fit this run's network or optimizer "
+            f"({(first[1] if len(first) > 1 else first[0]).strip()[:160] if first else type(err).__name__})"
+        ) from None
+    known = {f.name for f in fields(Counters)}
+    n = Counters(**{k: v for k, v in state["counters"].items() if k in known})
+    n.finished = False
+    rng = state["rng"]
+    random.setstate(_as_tuple(rng["python"]))
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():  # per GPU, for as many as this machine has
+        for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+    if replay is None:  # algo=pqn: nothing to refill
+        return n
+    with ckpt.open_replay(run_dir / "checkpoints") as saved:
+        if saved is None:
+            log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
+        elif saved[0] != n.env_steps:
+            log.warning(
+                "replay.npz is from env step %d, last.pt from %d: the replay buffer starts empty", saved[0], n.env_steps
+            )
+        else:
+            try:
+                replay.load_state_dict(saved[1])
+            except (ValueError, KeyError) as err:
+                raise ckpt.CheckpointError(
+                    f"{run_dir / 'checkpoints' / 'replay.npz'} does not fit this run's replay buffer ({err}); "
+                    "delete it to resume with an empty buffer"
+                ) from None
+            log.info("replay buffer restored: %d transitions", len(replay))
+    return n
 
 
-def restore_envs(envs, stacker, saved: dict | None) -> bool:
-    """Put the envs (already reset) and the frame stacks back where :func:`capture_envs`
-    found them; False (nothing changed) when there is nothing to restore."""
-    if not saved or saved.get("kind") != "classic_control":
-        return False
-    units = envs.get_attr("unwrapped")
-    if type(units[0]).__name__ != saved["env_type"] or len(units) != len(saved["np_random"]):
-        return False
-    if tuple(saved["obs"].shape) != stacker.obs.shape:
-        return False
-    for attr, values in saved["sim"].items():
-        envs.set_attr(attr, [_array_value(v) for v in values])
-    generators = []
-    for state in saved["np_random"]:
-        g = np.random.Generator(getattr(np.random, state["bit_generator"])())
-        g.bit_generator.state = state
-        generators.append(g)
-    envs.set_attr("np_random", generators)
-    if saved["elapsed_steps"] is not None:
-        envs.set_attr("_elapsed_steps", list(saved["elapsed_steps"]))
-    stacker.obs[...] = saved["obs"].numpy()
-    return True
-
-
-def _plain_value(value):
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value.copy())
-    if isinstance(value, (tuple, list)):
-        return torch.from_numpy(np.asarray(value).copy())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _array_value(value):
-    return value.numpy().copy() if isinstance(value, torch.Tensor) else value
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def _plain(value):

@@ -1,13 +1,11 @@
 """Run state: the counters a run keeps, and what a checkpoint holds to continue it exactly
 (networks, optimizer, counters, episode statistics, every generator, the envs where they can be
-captured), with the restore that reads it back."""
+captured). :func:`dqn_cli.run.resume.continue_run` reads it back."""
 
 from __future__ import annotations
 
-import logging
 import random
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,9 +13,6 @@ import torch
 from dqn_cli.config import TrainConfig, to_dict
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats
-from dqn_cli.run import checkpoint as ckpt
-
-log = logging.getLogger("dqn")
 
 
 @dataclass
@@ -63,52 +58,5 @@ def capture(cfg: TrainConfig, spec: EnvSpec, n: Counters, agent, stats: EpisodeS
         "agent": agent.state_dict(),
         "episode_stats": stats.state_dict(),
         "rng": rng,
-        "envs": envs,  # the envs' simulator state where it can be restored exactly (resume.capture_envs)
+        "envs": envs,  # the envs' simulator state where it can be restored exactly (envs.snapshot)
     }
-
-
-def restore(state: dict, agent, replay, run_dir: Path) -> Counters:
-    """Networks, optimizer, counters, RNGs and (when replay.npz matches) the replay buffer of ``state``
-    (agent: a DQNAgent or PQNAgent; replay None for algo=pqn)."""
-    try:
-        agent.load_state_dict(state["agent"])
-    except (RuntimeError, KeyError, ValueError) as err:
-        first = str(err).strip().splitlines()
-        raise ckpt.CheckpointError(
-            f"checkpoint {run_dir / 'checkpoints' / 'last.pt'} does not fit this run's network or optimizer "
-            f"({(first[1] if len(first) > 1 else first[0]).strip()[:160] if first else type(err).__name__})"
-        ) from None
-    known = {f.name for f in fields(Counters)}
-    n = Counters(**{k: v for k, v in state["counters"].items() if k in known})
-    n.finished = False
-    rng = state["rng"]
-    random.setstate(_as_tuple(rng["python"]))
-    kind, keys, *rest = rng["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():  # per GPU, for as many as this machine has
-        for index, cuda_state in enumerate(rng["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, index)
-    if replay is None:  # algo=pqn: nothing to refill
-        return n
-    with ckpt.open_replay(run_dir / "checkpoints") as saved:
-        if saved is None:
-            log.info("no replay.npz: the replay buffer starts empty (checkpoint.save_replay=true keeps it)")
-        elif saved[0] != n.env_steps:
-            log.warning(
-                "replay.npz is from env step %d, last.pt from %d: the replay buffer starts empty", saved[0], n.env_steps
-            )
-        else:
-            try:
-                replay.load_state_dict(saved[1])
-            except (ValueError, KeyError) as err:
-                raise ckpt.CheckpointError(
-                    f"{run_dir / 'checkpoints' / 'replay.npz'} does not fit this run's replay buffer ({err}); "
-                    "delete it to resume with an empty buffer"
-                ) from None
-            log.info("replay buffer restored: %d transitions", len(replay))
-    return n
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
