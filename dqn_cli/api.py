@@ -10,19 +10,18 @@ action, _ = agent.predict(obs, deterministic=True)
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from dqn_cli.config import TrainConfig
+from dqn_cli.config import TrainConfig, check_which
 from dqn_cli.core.agent import EpsilonGreedy
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import env_factory
 from dqn_cli.errors import CheckpointError
-from dqn_cli.run.checkpoint import load_checkpoint
+from dqn_cli.run.checkpoint import checkpoint_path, load_checkpoint
 from dqn_cli.run.evaluate import capped, load_agent_network
 
 
@@ -90,11 +89,8 @@ def load(path: str | os.PathLike, device: str = "cpu", which: str = "last", impo
     Loading runs nothing the files name: a run whose env needs a module imported (``env.imports``,
     an ``env.id`` of the form ``module:EnvId``) is refused (ConfigError) unless that module is in
     ``imports``, given here by a caller who trusts the run."""
-    path = Path(path)
-    if path.is_dir():
-        if which not in ("last", "best"):
-            raise ValueError(f"which must be last or best, got {which!r}")
-        path = path / "checkpoints" / f"{which}.pt"
+    check_which(which)
+    path = checkpoint_path(path, which)
     state = load_checkpoint(path)
     torch_device = torch.device(device)
     net, cfg, spec = load_agent_network(state, torch_device, str(path), tuple(imports))

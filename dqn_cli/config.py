@@ -594,6 +594,32 @@ def _check_checkpoint(c: CheckpointConfig) -> None:
     _check(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
 
 
+WHICH = ("last", "best")  # the checkpoints of a run dir that dqn eval and dqn_cli.load pick from
+
+
+def check_which(which: str) -> None:
+    _check(which in WHICH, f"which must be last or best, got {which!r}")
+
+
+def validate_eval(cfg: EvalCommandConfig) -> EvalCommandConfig:
+    """``dqn eval``'s values, checked before anything starts (the checkpoint's own config is
+    checked as it loads). Raises ConfigError naming the key."""
+    _check(
+        bool(cfg.checkpoint),
+        "checkpoint= is required: dqn eval checkpoint=outputs/DATE/TIME_cartpole/checkpoints/last.pt",
+    )
+    _check(cfg.episodes >= 1, f"episodes must be >= 1, got {cfg.episodes}")
+    _check(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    _check(cfg.epsilon is None or 0 <= cfg.epsilon <= 1, f"epsilon must be in [0, 1], got {cfg.epsilon}")
+    _check(
+        cfg.max_episode_steps is None or cfg.max_episode_steps >= 1,
+        f"max_episode_steps must be >= 1 or null, got {cfg.max_episode_steps}",
+    )
+    check_which(cfg.which)
+    check_device(cfg.device)
+    return cfg
+
+
 def check_device(device: str) -> None:
     ok = device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
     _check(ok, f"device must be auto, cpu, cuda or cuda:N, got {device!r}")

@@ -98,8 +98,12 @@ def sources_containing(pattern: str) -> set[str]:
 def test_each_job_has_one_home():
     """What was once done in several places is done in one: YAML from a run dir is read by
     files.read_yaml_data alone (safely: no tags, nothing resolved); the env kind is chosen by
-    envs/vector.py's table alone; Gymnasium's vector envs are made in envs/workers.py alone."""
+    envs/vector.py's table alone; Gymnasium's vector envs are made in envs/workers.py alone; a rule on
+    input is stated once, in config.py (dqn eval's values, `which`, the backends, the replay's size)."""
     assert sources_containing(r"yaml\.(safe_)?load\(") == {"dqn_cli.files"}
     assert sources_containing(r'"\.hydra"') == {"dqn_cli.files"}
     assert sources_containing(r"\.kind\s*==\s*\"(atari|minatar|classic)\"") <= {"dqn_cli.config"}
     assert sources_containing(r"(Sync|Async)VectorEnv\(") == {"dqn_cli.envs.workers"}
+    for rule in (r"which must be last or best", r"must be one of .* for .* envs", r"episodes must be >= 1"):
+        assert sources_containing(rule) == {"dqn_cli.config"}, rule
+    assert sources_containing(r"raise \w*Error\([^)]*slots per env") == set()  # storage asserts, config refuses

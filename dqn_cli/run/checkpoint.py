@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from dqn_cli.errors import CheckpointError, CheckpointWriteError
+from dqn_cli.errors import CheckpointError, CheckpointWriteError, ConfigError
 from dqn_cli.files import atomic_write
 
 FORMAT = "dqn-checkpoint"
@@ -167,6 +167,24 @@ class _OneAtATime(Mapping):
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:160]
+
+
+def checkpoint_path(path: str | os.PathLike, which: str = "last") -> Path:
+    """The checkpoint ``path`` names: a ``.pt`` file itself, or a run dir's
+    ``checkpoints/{which}.pt`` (``which`` checked by config.check_which). Raises CheckpointError /
+    ConfigError when ``which`` cannot apply."""
+    path = Path(path)
+    if not path.is_dir():
+        if which != "last":
+            raise ConfigError(f"which={which} picks a checkpoint of a run dir; checkpoint={path} is a file")
+        return path
+    chosen = path / "checkpoints" / f"{which}.pt"
+    if which == "best" and not chosen.exists() and chosen.with_name("last.pt").exists():
+        raise CheckpointError(
+            f"{chosen} does not exist: a run writes it at each evaluation that beats its best so far "
+            "(none with eval.episodes=0); use which=last"
+        )
+    return chosen
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -217,34 +217,12 @@ def eval_checkpoint(cfg, run_dir) -> dict:
     import logging
     from pathlib import Path
 
-    from dqn_cli.config import ConfigError, check_device
-    from dqn_cli.errors import CheckpointError
-    from dqn_cli.run.checkpoint import load_checkpoint
+    from dqn_cli.config import validate_eval
+    from dqn_cli.run.checkpoint import checkpoint_path, load_checkpoint
     from dqn_cli.runtime import resolve_device
 
-    if not cfg.checkpoint:
-        raise ConfigError("checkpoint= is required: dqn eval checkpoint=outputs/DATE/TIME_cartpole/checkpoints/last.pt")
-    if cfg.episodes < 1:
-        raise ConfigError(f"episodes must be >= 1, got {cfg.episodes}")
-    if cfg.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
-    if cfg.epsilon is not None and not 0 <= cfg.epsilon <= 1:
-        raise ConfigError(f"epsilon must be in [0, 1], got {cfg.epsilon}")
-    if cfg.max_episode_steps is not None and cfg.max_episode_steps < 1:
-        raise ConfigError(f"max_episode_steps must be >= 1 or null, got {cfg.max_episode_steps}")
-    if cfg.which not in ("last", "best"):
-        raise ConfigError(f"which must be last or best, got {cfg.which!r}")
-    check_device(cfg.device)
-    checkpoint = Path(cfg.checkpoint)
-    if checkpoint.is_dir():  # a run dir: its newest checkpoint, or its best
-        checkpoint = checkpoint / "checkpoints" / f"{cfg.which}.pt"
-        if cfg.which == "best" and not checkpoint.exists() and checkpoint.with_name("last.pt").exists():
-            raise CheckpointError(
-                f"{checkpoint} does not exist: a run writes it at each evaluation that beats its best so far "
-                "(none with eval.episodes=0); use which=last"
-            )
-    elif cfg.which != "last":
-        raise ConfigError(f"which={cfg.which} picks a checkpoint of a run dir; checkpoint={cfg.checkpoint} is a file")
+    validate_eval(cfg)
+    checkpoint = checkpoint_path(cfg.checkpoint, cfg.which)
     state = load_checkpoint(checkpoint)
     device = resolve_device(cfg.device)
     net, train_cfg, spec = load_agent_network(state, device, str(checkpoint), cfg.imports)
