@@ -1,10 +1,13 @@
 """Every way dqn bends Hydra (hydra-core 1.3) to its CLI contract, each with why. Public API only:
 the Compose API, the override parser, HydraConfig, OmegaConf, and Hydra's own overrides.
 
-* A value of the wrong type (``total_steps=abc``) gets one line and exit 2, like any bad value.
-  Hydra reports it as a 6-line "Error merging override" block with exit 1, so the overrides are
-  composed first through the Compose API, and an OmegaConf ValidationError becomes the one line.
-  Unknown keys and group options keep Hydra's own message (it lists what exists).
+* Bad input on the command line gets one line and exit 2 (:func:`bad_value`), where Hydra prints
+  4-12 lines and exits 1: a value of the wrong type (``total_steps=abc``: Hydra's "Error merging
+  override" block), override syntax (``'optimizer.lr=[1,'``, a word with no ``=``), an unknown
+  key with the one meant (:func:`unknown_key`: ``optimizr.lr`` -> ``optimizer.lr``; Hydra only
+  says it is not in the struct), an unknown group option with the options, a sweep list without
+  ``-m``, and every job of a sweep validated before the first starts (Hydra launches job 0
+  first). The overrides are composed first through the Compose API for this.
 * Integer keys take ``1e5`` as well as ``100_000`` when the value is an exact integer:
   :func:`exact_integers` rewrites such overrides before Hydra sees them (OmegaConf refuses
   a float for an int key).
@@ -15,7 +18,11 @@ the Compose API, the override parser, HydraConfig, OmegaConf, and Hydra's own ov
 * A refused run leaves nothing behind: Hydra creates the run dir, ``.hydra/`` and ``train.log``
   before the app runs. ``hydra.output_subdir=null`` (:data:`RECORD_CONFIG`) stops the first, and
   :class:`HeldRunLog` holds the log records, until the input has passed every check; then
-  :func:`record_run_config` writes ``.hydra/`` as Hydra would have.
+  :func:`record_run_config` writes ``.hydra/`` as Hydra would have. Hydra also makes the run
+  dir's parents (``outputs/DATE/``, ``hydra.run.dir=/a/b/c``): :func:`existing_root` notes what
+  existed before, and :func:`remove_if_empty` removes what a refusal left empty.
+
+Hydra has none of these as an option (hydra-core 1.3); each goes when Hydra gains it.
 """
 
 from __future__ import annotations
