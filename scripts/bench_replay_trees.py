@@ -25,9 +25,7 @@ import random
 
 import numpy as np
 
-from dqn_cli.bench.replay import BATCH, NUM_ENVS, PER_CAPACITY, fill_synthetic, time_us
-from dqn_cli.replay.samplers import PrioritizedSampler
-from dqn_cli.replay.storage import ReplayBuffer
+from dqn_cli.bench.replay import BATCH, PER_CAPACITY, per_work, td_error_stream, time_us
 from dqn_cli.replay.sum_tree import last_write_wins
 from dqn_cli.runtime import available_cpus, cpu_name
 
@@ -169,38 +167,10 @@ class PythonSegmentTreeBaseline:
 def run(quick: bool = False) -> dict:
     number, repeat = (100, 15) if quick else (200, 30)
     slow_number = max(number // 10, 10)  # the Python baseline is ~10-20x slower
-    rng = np.random.default_rng(0)
     random.seed(0)
-    td_pool = [rng.standard_normal(BATCH).astype(np.float32) for _ in range(64)]
-    k = [0]
-
-    def next_td() -> np.ndarray:
-        k[0] = (k[0] + 1) & 63
-        return td_pool[k[0]]
-
-    per = ReplayBuffer(
-        PER_CAPACITY,
-        NUM_ENVS,
-        (1,),
-        np.float32,
-        frame_stack=1,
-        n_step=1,
-        gamma=0.99,
-        seed=0,
-        sampler=PrioritizedSampler(alpha=0.6, eps=1e-6),
-    )
-    fill_synthetic(per)
+    next_td = td_error_stream()
+    per, per_sample_update, per_tree_only = per_work(next_td)
     alpha = per.sampler.alpha
-
-    def per_sample_update():
-        batch = per.sample(BATCH, beta=0.5)
-        per.update_priorities(batch.indices, next_td())
-
-    def per_tree_only():
-        idx, q = per.sampler.draw(per.rng, BATCH)
-        weights = np.power(per.sampler.min_tree.min() / q, 0.5, dtype=np.float32)
-        per.update_priorities(idx, next_td())
-        return weights
 
     binary = VectorisedBinaryTrees(PER_CAPACITY)
     binary.load(per.sampler.priorities())

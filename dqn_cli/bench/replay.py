@@ -94,20 +94,25 @@ def _add_step(buffer: ReplayBuffer) -> Callable[[], None]:
     return lambda: buffer.add(obs, actions, rewards, done, done)
 
 
-# --------------------------------------------------------------------------- run
-def run(quick: bool = False) -> dict:
-    """Run the replay benchmark, print a table, and return the numbers (see the module docstring)."""
-    number, repeat = (100, 15) if quick else (200, 30)  # many short repeats: the best catches a quiet moment
-    rng = np.random.default_rng(0)
-    rows: list[tuple[str, int, tuple[float, float]]] = []
-    td_pool = [rng.standard_normal(BATCH).astype(np.float32) for _ in range(64)]
+# --------------------------------------------------------------------------- the timed work
+def td_error_stream(seed: int = 0) -> Callable[[], np.ndarray]:
+    """A zero-argument callable returning batches of TD errors, float32 (BATCH,), cycling over
+    64 drawn up front (drawing them is not the work timed)."""
+    rng = np.random.default_rng(seed)
+    pool = [rng.standard_normal(BATCH).astype(np.float32) for _ in range(64)]
     k = [0]
 
     def next_td() -> np.ndarray:
         k[0] = (k[0] + 1) & 63
-        return td_pool[k[0]]
+        return pool[k[0]]
 
-    # --- prioritized, 1-float frames: the trees' cost
+    return next_td
+
+
+def per_work(next_td: Callable[[], np.ndarray]):
+    """A full prioritized buffer of 1-float frames at capacity 2**20 (the trees dominate), and two
+    timed callables on it: sample(32) + update_priorities(32); and the same on the trees alone
+    (draw, importance weights, update), without building the batch of transitions."""
     per = ReplayBuffer(
         PER_CAPACITY,
         NUM_ENVS,
@@ -121,16 +126,26 @@ def run(quick: bool = False) -> dict:
     )
     fill_synthetic(per)
 
-    def per_sample_update():
+    def sample_update():
         batch = per.sample(BATCH, beta=0.5)
         per.update_priorities(batch.indices, next_td())
 
-    def per_tree_only():
+    def trees_only():
         idx, q = per.sampler.draw(per.rng, BATCH)
         weights = np.power(per.sampler.min_tree.min() / q, 0.5, dtype=np.float32)
         per.update_priorities(idx, next_td())
         return weights
 
+    return per, sample_update, trees_only
+
+
+# --------------------------------------------------------------------------- run
+def run(quick: bool = False) -> dict:
+    """Run the replay benchmark, print a table, and return the numbers (see the module docstring)."""
+    number, repeat = (100, 15) if quick else (200, 30)  # many short repeats: the best catches a quiet moment
+    rows: list[tuple[str, int, tuple[float, float]]] = []
+    next_td = td_error_stream()
+    per, per_sample_update, per_tree_only = per_work(next_td)
     per_t = time_us(per_sample_update, number, repeat)
     per_tree_t = time_us(per_tree_only, number, repeat)
     rows += [
