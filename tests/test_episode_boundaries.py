@@ -16,7 +16,7 @@ from helpers import compose, load_replay
 
 from dqn_cli.config import validate
 from dqn_cli.envs.vector import describe_env
-from dqn_cli.replay.build import build_replay
+from dqn_cli.replay.from_config import build_replay
 from dqn_cli.run.trainer import train
 
 GAMMA = 0.9

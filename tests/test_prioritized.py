@@ -361,7 +361,7 @@ def test_state_dict_round_trip():
 
 
 def test_bytes_per_slot_and_build_replay():
-    from dqn_cli.replay.build import build_replay, estimate_replay_bytes
+    from dqn_cli.replay.from_config import build_replay, estimate_replay_bytes
     from dqn_cli.replay.storage import slot_bytes
 
     buf = per(capacity=2**16, num_envs=4, branching=32, top_size=1024)

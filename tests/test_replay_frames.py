@@ -236,7 +236,7 @@ def test_bytes_per_transition_matches_estimate():
     from types import SimpleNamespace
 
     from dqn_cli.envs.spec import EnvSpec
-    from dqn_cli.replay.build import estimate_replay_bytes
+    from dqn_cli.replay.from_config import estimate_replay_bytes
 
     spec = EnvSpec(FRAME, np.dtype(np.uint8), 4, 4)
     cfg = SimpleNamespace(replay=SimpleNamespace(name="uniform", capacity=8000))

@@ -25,7 +25,7 @@ from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
 from dqn_cli.envs.workers import WORKER_GONE, close_envs, dead_workers_text, start_workers
 from dqn_cli.errors import EnvWorkerDied
-from dqn_cli.replay.build import build_replay, estimate_replay_bytes
+from dqn_cli.replay.from_config import build_replay, estimate_replay_bytes
 from dqn_cli.replay.storage import ReplayBuffer
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run import resume
