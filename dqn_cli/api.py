@@ -84,7 +84,8 @@ class Agent:
 
 def load(path: str | os.PathLike, device: str = "cpu", which: str = "last", imports: Sequence[str] = ()) -> Agent:
     """The agent of a checkpoint (``.pt``) or of a run dir (its ``checkpoints/last.pt``, or
-    ``best.pt`` with ``which="best"``). Raises CheckpointError for a file that is not one.
+    ``best.pt`` with ``which="best"``; a ``.pt`` file takes only ``which="last"``). Raises
+    CheckpointError for a file that is not a checkpoint, ConfigError for another ``which``.
 
     Loading runs nothing the files name: a run whose env needs a module imported (``env.imports``,
     an ``env.id`` of the form ``module:EnvId``) is refused (ConfigError) unless that module is in

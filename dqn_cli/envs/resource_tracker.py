@@ -11,10 +11,11 @@ unregister of a semaphore made before that makes the new tracker print a
 the same noise is reported in e.g. vllm-project/vllm#5468).
 
 :func:`install` keeps a ledger of the names this process has registered and
-not yet unregistered. When the tracker has been replaced, the names are first
-registered with the new one (so they are still cleaned up if this process
-dies), and one warning line says so, instead of the stdlib's two-line warning
-and the tracebacks. Nothing changes while the tracker lives.
+not yet unregistered. At the first registration or unregistration after the
+tracker was replaced, the names are registered with the new one (so from then on
+they are cleaned up again if this process dies), and one warning line says so,
+instead of the stdlib's two-line warning and the tracebacks. Nothing changes
+while the tracker lives.
 """
 
 from __future__ import annotations
@@ -58,17 +59,15 @@ def _in_step() -> None:
     except _REENTRANT:  # called from a finalizer inside the tracker's own call: it copes itself
         return
     pid = _tracker_pid()
-    if pid == _known_pid:
+    if pid is None or pid == _known_pid:  # (None: a tracker this process inherited, alive)
         return
     old, _known_pid = _known_pid, pid
-    if old is None or pid is None:
-        return
     for name, rtype in list(_ledger.items()):
         _STDLIB_REGISTER(name, rtype)
     log.warning(
-        "multiprocessing's resource tracker (pid %d) was killed; a new one (pid %d) now tracks "
+        "multiprocessing's resource tracker (%s) was killed; a new one (pid %d) now tracks "
         "the %d semaphores of the env workers",
-        old,
+        "an inherited one" if old is None else f"pid {old}",
         pid,
         len(_ledger),
     )

@@ -176,7 +176,7 @@ def summarize(run: Run) -> dict:
 
 def on_cadence(run: Run, stop: StopRequest, stepped: int, eps: float, info) -> None:
     """Log, evaluate and checkpoint, each when its cadence was crossed by the last ``stepped`` env
-    steps (a loop's step 6). At total_steps the run's end does the final evaluation and checkpoint.
+    steps (each loop's last step). At total_steps the run's end does the final evaluation and checkpoint.
 
     info: the last update's UpdateInfo or PQNInfo (None before the first)."""
     cfg, n = run.cfg, run.n
