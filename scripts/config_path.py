@@ -1,12 +1,15 @@
 """The config's path from the command line into the training loop, as a newcomer would follow it:
 every call of the package whose arguments hold the run's config (or one of its groups), in order,
-from `dqn train` until the loop starts; then the files in that order, how many, and how often the
+from Hydra's call of `dqn train`'s task until the loop starts; then the files in that order, how many, and how often the
 path returns to a higher layer (app > run/bench > core/replay/envs > runtime > config).
 
     .venv/bin/python scripts/config_path.py                       # a tiny CartPole run in a temp dir
     .venv/bin/python scripts/config_path.py env=minatar env.game=Breakout
+    .venv/bin/python scripts/config_path.py --resume                # dqn train resume=RUN_DIR
 
-A call never climbs (tests/test_layout.py: imports point one way); the returns count the times
+Before Hydra runs the task, `hydra_compat.bad_value` composes each job's config on its own
+to refuse bad input in one line (through the same `config.validate`); that check is not on the
+path. A call never climbs (tests/test_layout.py: imports point one way); the returns count the times
 the path comes back up, e.g. from building a part to the module that asked for it.
 """
 
@@ -15,16 +18,28 @@ import sys
 import tempfile
 
 run_dir = tempfile.mkdtemp(prefix="config_path_")
+resuming = "--resume" in sys.argv
 sys.argv = [
     "dqn", "train", "total_steps=1200", "learning_starts=100", "eval.episodes=0", "progress=off",
-    f"hydra.run.dir={run_dir}/run", *sys.argv[1:],
+    f"hydra.run.dir={run_dir}/run", *(a for a in sys.argv[1:] if a != "--resume"),
 ]  # fmt: skip
 import dqn_cli.config as C  # noqa: E402
 from dqn_cli.app.cli import main  # noqa: E402
 
-CFG_TYPES = tuple(getattr(C, n) for n in dir(C) if n.endswith("Config") and isinstance(getattr(C, n), type))
+if resuming:  # a run to resume, made untraced; then the path of `dqn train resume=RUN_DIR total_steps=2400`
+    main(sys.argv[1:])
+    sys.argv = ["dqn", "train", f"resume={run_dir}/run", "total_steps=2400"]
+
+CFG_TYPES = tuple(  # the run's config and its groups: the dataclasses of dqn_cli.config (not OmegaConf's DictConfig)
+    t for n in dir(C) if n.endswith("Config") and isinstance(t := getattr(C, n), type) and t.__module__ == C.__name__
+)
 ROOT = os.path.dirname(os.path.dirname(C.__file__))
-seen, order, stop = [], [], [False]
+seen, order, stop, started = [], [], [False], [False]
+
+
+def is_run_config(a) -> bool:
+    """The run's composed config as Hydra hands it over (not Hydra's own config, HydraConfig)."""
+    return type(a).__name__ == "DictConfig" and "total_steps" in a
 
 
 def tracer(frame, event, arg):
@@ -39,7 +54,9 @@ def tracer(frame, event, arg):
         order.append((os.path.relpath(f, ROOT), code.co_name))
         return None
     args = [frame.f_locals.get(v) for v in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]]
-    if any(isinstance(a, CFG_TYPES) for a in args) or any(type(a).__name__ == "DictConfig" for a in args):
+    if code.co_name == "_train_task":
+        started[0] = True
+    if started[0] and any(isinstance(a, CFG_TYPES) or is_run_config(a) for a in args):
         order.append((os.path.relpath(f, ROOT), code.co_name))
     return None
 

@@ -108,11 +108,10 @@ def override(draw) -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def no_training():
-    """Every check runs; then, instead of training, the run records its config and returns."""
+    """Every check runs and the CLI's on_start writes what it writes; then, instead of training,
+    the run returns."""
 
-    def started(cfg, run_dir, checked, multirun, on_start):
-        if on_start is not None:
-            on_start()
+    def started(cfg, run_dir, checked, multirun, record_config):
         return {"objective": None}
 
     with pytest.MonkeyPatch.context() as mp:

@@ -5,6 +5,7 @@ under ``if TYPE_CHECKING:`` (annotations only, never run) are not edges."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dqn_cli"
@@ -99,7 +100,9 @@ def test_each_job_has_one_home():
     """What was once done in several places is done in one: YAML from a run dir is read by
     files.read_yaml_data alone (safely: no tags, nothing resolved); the env kind is chosen by
     envs/vector.py's table alone; Gymnasium's vector envs are made in envs/workers.py alone; a rule on
-    input is stated once, in config.py (dqn eval's values, `which`, the backends, the replay's size)."""
+    input is stated once, in config.py (dqn eval's values, `which`, the backends, the replay's size);
+    a run's config.yaml is written by the trainer alone (new and resumed runs; dqn eval's by the CLI);
+    the CLI calls the resume module once, before Hydra composes (the trainer does the rest)."""
     assert sources_containing(r"yaml\.(safe_)?load\(") == {"dqn_cli.files"}
     assert sources_containing(r'"\.hydra"') == {"dqn_cli.files"}
     assert sources_containing(r"\.kind\s*==\s*\"(atari|minatar|classic)\"") <= {"dqn_cli.config"}
@@ -107,3 +110,7 @@ def test_each_job_has_one_home():
     for rule in (r"which must be last or best", r"must be one of .* for .* envs", r"episodes must be >= 1"):
         assert sources_containing(rule) == {"dqn_cli.config"}, rule
     assert sources_containing(r"raise \w*Error\([^)]*slots per env") == set()  # storage asserts, config refuses
+    writers = {"dqn_cli.run.trainer", "dqn_cli.app.hydra_compat"}  # (the latter: dqn eval's)
+    assert sources_containing(r"(atomic_write_text|OmegaConf\.save)\([^\n]*config\.yaml") == writers
+    assert sources_containing(r"dqn_cli\.run\.resume import") == {"dqn_cli.app.cli", "dqn_cli.run.trainer"}
+    assert len(re.findall(r"from dqn_cli\.run\.resume import", (PACKAGE / "app" / "cli.py").read_text())) == 1

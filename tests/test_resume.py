@@ -358,7 +358,9 @@ def test_resume_with_fresh_episodes_and_the_saved_buffer_mixes_no_episodes(tmp_p
         )
 
     train(cfg(20, None), tmp_path)
-    train(cfg(40, str(tmp_path)), tmp_path)  # the envs restart with fresh seeds (runtime's resume_envs stream)
+    train(
+        cfg(40, str(tmp_path)), tmp_path, overrides=["total_steps=40"]
+    )  # the envs restart with fresh seeds (runtime's resume_envs stream)
     buf = ReplayBuffer(200, 2, (2,), np.float32, frame_stack=2, n_step=3, gamma=0.5)
     buf.load_state_dict(dict(load_replay(tmp_path / "checkpoints")))
     batch = _all_valid(buf)

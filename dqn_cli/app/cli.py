@@ -85,7 +85,6 @@ def _train_task(cfg) -> float:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from dqn_cli.config import to_train_config, validate
     from dqn_cli.errors import BadInput, CheckpointWriteError, DqnError, NonFiniteLoss
     from dqn_cli.run.trainer import train
 
@@ -93,23 +92,23 @@ def _train_task(cfg) -> float:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     held_log = None if multirun else HeldRunLog()  # train.log waits until the input is known good
-    train_cfg = None
+    resuming = bool(cfg.get("resume"))
 
     def on_start() -> None:  # every check passed: from here on the run dir is written
-        if not train_cfg.resume:  # resume.save_config records a resumed run's config once it is restored
-            record_run_config(run_dir, hc, OmegaConf.structured(train_cfg))  # resolved: ALE/Breakout-v5, not ${..}
+        if not resuming:  # (a resumed run keeps its hydra.yaml and overrides.yaml)
+            record_run_config(run_dir, hc)
         if held_log is not None:
             held_log.release()
 
     try:
-        train_cfg = to_train_config(cfg, strict=True)
-        if train_cfg.resume:  # the run's saved config with the command line's changes, validated as one
-            from dqn_cli.run.resume import resumed_config
-
-            train_cfg = resumed_config(train_cfg, run_dir, OmegaConf.to_container(hc.overrides.task))
-        else:
-            train_cfg = validate(train_cfg)
-        summary = train(train_cfg, run_dir, multirun=multirun, on_start=on_start)
+        summary = train(
+            cfg,
+            run_dir,
+            multirun=multirun,
+            on_start=on_start,
+            overrides=OmegaConf.to_container(hc.overrides.task),
+            record_config=RECORD_CONFIG in hc.overrides.hydra,  # else Hydra wrote it, or the user asked for none
+        )
     except DqnError as err:  # one line; BadInput exits 2, a Fault 1 (dqn_cli.errors)
         if debug():
             raise

@@ -236,9 +236,10 @@ def _nested_keys(schema: type) -> list[str]:
     ]
 
 
-def record_run_config(run_dir: Path, hc, config) -> None:
-    """``.hydra/`` of a run whose input passed every check: its ``config`` (and, where Hydra
-    was told not to write them, hydra.yaml and overrides.yaml)."""
+def record_run_config(run_dir: Path, hc, config=None) -> None:
+    """``.hydra/`` of a run whose input passed every check, where Hydra was told not to write it:
+    hydra.yaml and overrides.yaml, and ``config`` (``dqn eval``'s; ``dqn train``'s trainer
+    records the run's config itself, resolved, and again when a resume changes it)."""
     from omegaconf import OmegaConf
 
     if hc.output_subdir is None and RECORD_CONFIG not in hc.overrides.hydra:
@@ -251,7 +252,8 @@ def record_run_config(run_dir: Path, hc, config) -> None:
         hydra_cfg.hydra.overrides.hydra = [o for o in hc.overrides.hydra if o != RECORD_CONFIG]
         OmegaConf.save(hydra_cfg, out / "hydra.yaml")
         OmegaConf.save(hc.overrides.task, out / "overrides.yaml")  # as given: ${..} in them unresolved
-    OmegaConf.save(config, out / "config.yaml")
+    if config is not None:
+        OmegaConf.save(config, out / "config.yaml")
 
 
 class HeldRunLog:

@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from dqn_cli.config import ACTIVATIONS, NetworkConfig
+from dqn_cli.config import ACTIVATIONS, ConfigError, NetworkConfig
+from dqn_cli.runtime import available_memory_bytes
 
 
 def activation_layer(name: str) -> nn.Module:
@@ -272,3 +273,22 @@ def build_network(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int) 
     if cfg.distributional == "qr":
         return QuantileQNetwork(torso, head, n_actions, atoms)
     return QNetwork(torso, head)
+
+
+def check_network_fits(cfg: NetworkConfig, obs_shape: Sequence[int], n_actions: int, device: torch.device) -> None:
+    """Refuse, before anything starts, a Q-network whose training state would not fit in memory:
+    its parameters counted on PyTorch's meta device (no memory), times 5 float32 copies (online,
+    target, gradients and Adam's two moments). Raises ConfigError."""
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_network(cfg, obs_shape, n_actions).parameters())
+    needed = 5 * 4 * params
+    if device.type == "cuda":
+        avail, where = torch.cuda.mem_get_info(device)[0], "GPU memory"
+    else:
+        avail, where = available_memory_bytes(), "memory"
+    if needed > 0.9 * avail:
+        raise ConfigError(
+            f"the Q-network has {params:,} parameters (network.hidden_sizes={list(cfg.hidden_sizes)}), "
+            f"about {needed / 2**30:.1f} GiB to train with its target, gradients and Adam's moments, "
+            f"but only {avail / 2**30:.1f} GiB of {where} is available; use smaller network.hidden_sizes"
+        )

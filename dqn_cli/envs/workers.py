@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
@@ -90,15 +92,17 @@ def ignore_sigint_in_vector_worker() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def start_workers(make, env_cfg, *args, **kwargs):
-    """``make(env_cfg, *args, **kwargs)`` with SIGINT and SIGTERM blocked while env subprocesses start.
+@contextmanager
+def deaf_workers(vectorization: str) -> Iterator[None]:
+    """Env subprocesses started inside this block (``vectorization``: the env's backend) are
+    deaf to SIGINT and SIGTERM: the signals are blocked here while they start, and they inherit
+    the mask.
 
-    The workers inherit the blocked mask: a Ctrl-C (sent to the whole process
-    group) or a SIGTERM to the group reaches only the trainer, which saves a
-    checkpoint and then closes the workers itself. In this process the
-    signals are only delayed until the workers are up.
+    A Ctrl-C (sent to the whole process group) or a SIGTERM to the group reaches
+    only the trainer, which saves a checkpoint and then closes the workers itself.
+    In this process the signals are only delayed until the workers are up.
     """
-    if env_cfg.vectorization == "async":
+    if vectorization == "async":
         # multiprocessing starts its resource tracker with the first worker and *unblocks*
         # SIGINT/SIGTERM afterwards, which would undo the mask: start it first (and keep its
         # registry in step with ours should it be killed)
@@ -108,7 +112,7 @@ def start_workers(make, env_cfg, *args, **kwargs):
     blocked = {signal.SIGINT, signal.SIGTERM}
     old = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     try:
-        return make(env_cfg, *args, **kwargs)
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

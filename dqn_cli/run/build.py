@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 
-from dqn_cli.config import ConfigError, TrainConfig, to_dict
+from dqn_cli.config import TrainConfig, to_dict
 from dqn_cli.core.agent import DQNAgent, QAgent
 from dqn_cli.core.augment import Augmentation
-from dqn_cli.core.networks import build_network
+from dqn_cli.core.networks import build_network, check_network_fits
 from dqn_cli.core.pqn import PQNAgent
 from dqn_cli.core.schedules import beta_schedule, epsilon_schedule, learning_rate_schedule
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.vector import EpisodeStats, FrameStacker, describe_env, make_vector_env
-from dqn_cli.envs.workers import WORKER_GONE, close_envs, dead_workers_text, start_workers
+from dqn_cli.envs.workers import WORKER_GONE, close_envs, dead_workers_text, deaf_workers
 from dqn_cli.errors import EnvWorkerDied
 from dqn_cli.replay.from_config import build_replay, estimate_replay_bytes
 from dqn_cli.replay.storage import ReplayBuffer
@@ -34,7 +34,6 @@ from dqn_cli.run.signals import StopRequested
 from dqn_cli.run.state import Counters
 from dqn_cli.run.trackers import start_trackers
 from dqn_cli.runtime import (
-    available_memory_bytes,
     check_fits_in_memory,
     int_seed,
     keep_freed_memory,
@@ -86,38 +85,19 @@ class Run:
 
 
 def check_run(cfg: TrainConfig, run_dir: Path) -> Checked:
-    """Refuse bad input before anything starts: the env, the replay buffer's memory, the device,
-    and on resume the checkpoint (ConfigError / CheckpointError)."""
-    spec = describe_env(cfg.env)
-    if cfg.algo != "pqn":  # (PQN keeps one rollout: 128 envs x 32 steps of Atari stacks are 115 MB)
-        check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
-    device = resolve_device(cfg.device)
-    check_network_fits(cfg, spec, device)
+    """Refuse bad input before anything starts: on resume the checkpoint, then the env, the
+    replay buffer's memory, the device and the network's (ConfigError / CheckpointError)."""
     resume_state = None
     if cfg.resume:  # a bad or foreign checkpoint, or a finished run
         last = run_dir / "checkpoints" / "last.pt"
         resume_state = ckpt.load_checkpoint(last)
         resume.check_resumable(resume_state, cfg, last)
+    spec = describe_env(cfg.env)
+    if cfg.algo != "pqn":  # (PQN keeps one rollout: 128 envs x 32 steps of Atari stacks are 115 MB)
+        check_fits_in_memory(estimate_replay_bytes(cfg, spec), cfg.replay.capacity)
+    device = resolve_device(cfg.device)
+    check_network_fits(cfg.network, spec.obs_shape, spec.n_actions, device)
     return Checked(spec, device, resume_state)
-
-
-def check_network_fits(cfg: TrainConfig, spec: EnvSpec, device: torch.device) -> None:
-    """Refuse, before anything starts, a Q-network whose training state would not fit in memory:
-    its parameters counted on PyTorch's meta device (no memory), times 5 float32 copies (online,
-    target, gradients and Adam's two moments)."""
-    with torch.device("meta"):
-        params = sum(p.numel() for p in build_network(cfg.network, spec.obs_shape, spec.n_actions).parameters())
-    needed = 5 * 4 * params
-    if device.type == "cuda":
-        avail, where = torch.cuda.mem_get_info(device)[0], "GPU memory"
-    else:
-        avail, where = available_memory_bytes(), "memory"
-    if needed > 0.9 * avail:
-        raise ConfigError(
-            f"the Q-network has {params:,} parameters (network.hidden_sizes={list(cfg.network.hidden_sizes)}), "
-            f"about {needed / 2**30:.1f} GiB to train with its target, gradients and Adam's moments, "
-            f"but only {avail / 2**30:.1f} GiB of {where} is available; use smaller network.hidden_sizes"
-        )
 
 
 @contextmanager
@@ -137,7 +117,8 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
     clean = interrupted = False
     try:
         # Env processes start before CUDA initialises: a forked CUDA context is unusable.
-        envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
+        with deaf_workers(cfg.env.vectorization):
+            envs = make_vector_env(cfg.env, E, action_seed, training=True)
         q_network = build_network(cfg.network, spec.obs_shape, spec.n_actions).to(device)
         exploration_seed = int_seed(cfg.seed, "exploration")
         replay: ReplayBuffer | None = None
@@ -167,13 +148,19 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
                 ),
             )
             replay = build_replay(cfg, spec)
+        epsilon, beta, learning_rate = (
+            epsilon_schedule(cfg.schedule),
+            beta_schedule(cfg.replay),
+            learning_rate_schedule(cfg.optimizer),
+        )
         stats = EpisodeStats(E)
         stacker = FrameStacker(E, spec.frame_stack, spec.frame_shape, spec.frame_dtype)
         if resume_state is None:
             n, obs = Counters(), stacker.reset(envs.reset(seed=env_seeds)[0])
         else:
             n, obs = resume.continue_run(resume_state, cfg, run_dir, agent, replay, envs, stacker, stats)
-        logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, _progress_mode(cfg, multirun))
+        progress = "off" if cfg.progress == "off" else "bar" if use_progress_bar(cfg.progress, multirun) else "log"
+        logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, progress)
         if cfg.tracker.wandb.enabled or cfg.tracker.mlflow.enabled:  # (after the env processes: no fork inherits them)
             overrides = run_overrides(run_dir)
             params = ordered_config(to_dict(cfg), overridden_keys(overrides))
@@ -188,9 +175,9 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
             envs,
             agent,
             replay,
-            epsilon_schedule(cfg.schedule),
-            beta_schedule(cfg.replay),
-            learning_rate_schedule(cfg.optimizer),
+            epsilon,
+            beta,
+            learning_rate,
             stats,
             stacker,
             logger,
@@ -234,15 +221,10 @@ def restart_envs(run: Run, err: BaseException) -> None:
     run.stats.drop_open()
     n.env_restarts += 1
     *env_seeds, action_seed = seeds(cfg.seed, "restarted_envs", E + 1, n.env_restarts)
-    run.envs = start_workers(make_vector_env, cfg.env, E, action_seed, training=True)
+    with deaf_workers(cfg.env.vectorization):
+        run.envs = make_vector_env(cfg.env, E, action_seed, training=True)
     run.obs = run.stacker.reset(run.envs.reset(seed=env_seeds)[0])
     run.logger.message(
         f"{dead} at env step {n.env_steps}; restarted the env workers, every env in a fresh episode "
         f"(restart {n.env_restarts} of at most {cfg.env.worker_restarts}: env.worker_restarts)"
     )
-
-
-def _progress_mode(cfg: TrainConfig, multirun: bool) -> str:
-    if cfg.progress == "off":
-        return "off"
-    return "bar" if use_progress_bar(cfg.progress, multirun) else "log"

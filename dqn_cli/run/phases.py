@@ -11,7 +11,7 @@ import torch
 
 from dqn_cli.envs.autoreset import info_array
 from dqn_cli.envs.snapshot import capture_envs
-from dqn_cli.envs.workers import close_envs, start_workers
+from dqn_cli.envs.workers import close_envs, deaf_workers
 from dqn_cli.errors import NonFiniteLoss
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run.build import Run
@@ -78,7 +78,8 @@ def run_evaluation(run: Run, stop: StopRequest, final: bool = False) -> None:
     try:
         with stop.abandoning():  # an evaluation can take minutes
             if run.eval_envs is None:
-                run.eval_envs = start_workers(make_eval_env, cfg.env, episodes, policy_seed, cap)
+                with deaf_workers(cfg.env.vectorization):
+                    run.eval_envs = make_eval_env(cfg.env, episodes, policy_seed, cap)
             logger.evaluating(0, episodes, n.env_steps)
             result = evaluate(
                 run.agent.q_network,

@@ -1,9 +1,9 @@
 """``dqn train resume=RUN_DIR [total_steps=N]``: continue a run in its own directory, end to end.
 
-Before Hydra composes, :func:`rewrite_resume_args` points the run at RUN_DIR; then
-:func:`resumed_config` merges the saved config with the command line, :func:`check_resumable`
-refuses a checkpoint of another run, and :func:`continue_run` restores the state into the
-rebuilt run and records the config.
+Before Hydra composes, :func:`rewrite_resume_args` points the run at RUN_DIR (the CLI's one
+call); then the trainer's :func:`resumed_config` merges the saved config with the command
+line, :func:`check_resumable` refuses a checkpoint of another run, and :func:`continue_run`
+restores the state into the rebuilt run.
 
 The run's saved ``.hydra/config.yaml`` is the config; the command line may only change what
 does not alter the experiment (budget, cadences, device, display), and a refused resume
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dqn_cli.config import (
     ConfigError,
@@ -34,7 +34,7 @@ from dqn_cli.config import (
     validate,
 )
 from dqn_cli.envs.snapshot import restore_envs
-from dqn_cli.files import UnreadableYaml, atomic_write_text, hydra_file, read_yaml_data
+from dqn_cli.files import UnreadableYaml, hydra_file, read_yaml_data
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run.state import Counters
 from dqn_cli.runtime import seeds
@@ -91,14 +91,16 @@ def rewrite_resume_args(args: list[str]) -> list[str]:
     return [*rest, f"resume={absolute}", f"hydra.run.dir={absolute}", "hydra.output_subdir=null"]
 
 
-def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -> TrainConfig:
-    """The saved config with the command line's changeable overrides applied.
+def resumed_config(composed: TrainConfig | DictConfig, run_dir: Path, overrides: list[str]) -> TrainConfig:
+    """The saved config with the command line's changeable overrides applied, validated.
 
     composed: the config Hydra composed for this command (defaults + overrides).
     overrides: the command line's task overrides, e.g. ["resume=...", "total_steps=100000"].
-    Raises ConfigError (one line) on a conflicting override; writes nothing
-    (:func:`save_config` records the result once the checkpoint is known good).
+    Raises ConfigError (one line) on a conflicting override; writes nothing (the trainer
+    records the result once the checkpoint is restored).
     """
+    if not isinstance(composed, TrainConfig):
+        composed = to_train_config(composed, strict=True)
     saved_path = hydra_file(run_dir, "config.yaml")
     try:
         saved = read_yaml_data(saved_path, strict=True)
@@ -124,13 +126,6 @@ def resumed_config(composed: TrainConfig, run_dir: Path, overrides: list[str]) -
             )
     OmegaConf.update(merged, "resume", str(run_dir), merge=False)
     return validate(to_train_config(merged))
-
-
-def save_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """Record a resumed run's config (new total_steps, cadences) in its ``.hydra/config.yaml``, atomically."""
-
-    text = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    atomic_write_text(hydra_file(run_dir, "config.yaml"), text)
 
 
 # what must agree between the run's config and its checkpoint for the weights and replay to fit
@@ -162,10 +157,10 @@ def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> dict:
     missing = [k for k in ("counters", "agent", "config", "rng") if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}; it cannot continue a run")
-    saved, now = state["config"], to_dict(cfg)
+    saved = state["config"]
     for group, keys in _IDENTITY.items():
         for key in keys:
-            old, new = saved.get(group, {}).get(key), now[group][key]
+            old, new = saved.get(group, {}).get(key), getattr(getattr(cfg, group), key)
             if old is not None and old != new:
                 raise CheckpointError(
                     f"checkpoint {path} was saved for {group}.{key}={old!r} but the run's config has {new!r}; "
@@ -187,7 +182,7 @@ def continue_run(
     state: dict, cfg: TrainConfig, run_dir: Path, agent, replay, envs, stacker, stats
 ) -> tuple[Counters, np.ndarray]:
     """Put a checkpoint's ``state`` (checked by :func:`check_resumable`) back into a run's freshly
-    built parts, then record the resumed config. Returns the counters and the stacked observations
+    built parts. Returns the counters and the stacked observations
     (E, S, *frame_shape) the envs act on next.
 
     The envs start fresh episodes from seeds of their own (so a resumed run explores on), unless
@@ -202,7 +197,6 @@ def continue_run(
         stats.load_state_dict(state["episode_stats"])
     if replay is not None:
         replay.resume_episodes(obs, continued)
-    save_config(run_dir, cfg)  # the new budget / cadences, now that the resume is good
     log.info("resumed %s at env step %d (%d updates)", run_dir, n.env_steps, n.updates)
     return n, obs
 

@@ -10,9 +10,9 @@
                    target <- tau * online + (1 - tau) * target        agent.update_target
         6. evaluate greedily, log, checkpoint, each on its cadence
 
-algo=pqn runs its own loop (:mod:`dqn_cli.run.pqn_loop`) over the same parts. This module runs
-the loops and nothing else: :func:`dqn_cli.run.build.build_run` assembles the parts, and
-:mod:`dqn_cli.run.phases` holds what both loops do besides learning.
+algo=pqn runs its own loop (:mod:`dqn_cli.run.pqn_loop`) over the same parts. :func:`train` takes
+a run from its composed config to its summary; :func:`dqn_cli.run.build.build_run` assembles the
+parts, and :mod:`dqn_cli.run.phases` holds what both loops do besides learning.
 """
 
 from __future__ import annotations
@@ -21,48 +21,71 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
-from dqn_cli.config import TrainConfig, to_dict
+from dqn_cli.config import TrainConfig, to_dict, to_train_config, validate
 from dqn_cli.envs.autoreset import final_observations
 from dqn_cli.envs.workers import WORKER_GONE
 from dqn_cli.errors import EnvWorkerDied, NonFiniteLoss
-from dqn_cli.files import atomic_write_text
+from dqn_cli.files import atomic_write_text, hydra_file
 from dqn_cli.run.build import Run, build_run, check_run, restart_envs
 from dqn_cli.run.lock import run_dir_lock
 from dqn_cli.run.metrics import overridden_keys, run_overrides
 from dqn_cli.run.phases import log_episodes, on_cadence, result_text, run_evaluation, save, summarize
 from dqn_cli.run.pqn_loop import pqn_loop
+from dqn_cli.run.resume import resumed_config
 from dqn_cli.run.signals import Abort, StopRequest
 
 __all__ = ["Abort", "EnvWorkerDied", "NonFiniteLoss", "train"]
 log = logging.getLogger("dqn")
 
 
-def train(cfg: TrainConfig, run_dir: Path, multirun: bool = False, on_start: Callable[[], None] | None = None) -> dict:
+def train(
+    cfg: TrainConfig | DictConfig,
+    run_dir: Path,
+    multirun: bool = False,
+    on_start: Callable[[], None] | None = None,
+    overrides: Sequence[str] = (),
+    record_config: bool = True,
+) -> dict:
     """Train one agent into ``run_dir``; return the summary (also written to summary.json).
+
+    ``cfg`` is the composed config (Hydra's, or a TrainConfig): a new run's is validated
+    (:func:`~dqn_cli.config.validate`); ``resume=RUN_DIR`` continues that run, its saved config
+    merged with the command line's ``overrides`` (``["resume=...", "total_steps=200000"]``) by
+    :func:`~dqn_cli.run.resume.resumed_config`. ``on_start`` is called once the input has passed
+    every check, before anything starts (the CLI writes Hydra's files there); the run's config is
+    recorded in ``.hydra/config.yaml`` then (on resume: once the checkpoint is restored), unless
+    ``record_config`` is False (Hydra wrote it, or the user asked for no ``.hydra/``).
 
     A SIGINT/SIGTERM stops it after the current step with a checkpoint and
     returns ``{"stopped": True, "signal": N, ...}`` instead (no summary.json).
     Raises ConfigError / CheckpointError for bad input (before any env starts,
     but for weights or a replay.npz that turn out not to fit on resume),
     NonFiniteLoss, EnvWorkerDied, CheckpointWriteError, or Abort (a second signal).
-    ``on_start`` is called once the input has passed every check, before
-    anything starts (the CLI records the run's config there).
     """
     run_dir = Path(run_dir)
+    if cfg.resume:  # resume=RUN_DIR: that run's saved config, with the command line's changes
+        cfg = resumed_config(cfg, run_dir, list(overrides))
+    else:
+        cfg = validate(cfg if isinstance(cfg, TrainConfig) else to_train_config(cfg, strict=True))
     checked = check_run(cfg, run_dir)
     with run_dir_lock(run_dir):  # one process per run dir, for the run's whole life
-        return _train(cfg, run_dir, checked, multirun, on_start)
+        if on_start is not None:
+            on_start()
+        if record_config and not cfg.resume:  # a new run's, once its input passed every check
+            save_config(run_dir, cfg)
+        return _train(cfg, run_dir, checked, multirun, record_config)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, on_start) -> dict:
-    if on_start is not None:
-        on_start()
+def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, record_config: bool) -> dict:
     with StopRequest() as stop, build_run(cfg, run_dir, checked, multirun) as run:
         n, logger = run.n, run.logger
+        if record_config and cfg.resume:  # its new budget and cadences, now that the checkpoint is restored
+            save_config(run_dir, cfg)
         logger.message(f"training {run.spec.label} for {cfg.total_steps:,} env steps; results in {run_dir}")
         (pqn_loop if cfg.algo == "pqn" else dqn_loop)(run, stop)
         if not stop:
@@ -92,6 +115,12 @@ def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, on_start) -
         plot = f"dqn plot {run_dir}" + ("" if summary["final_eval_mean_return"] is not None else " --metric train")
         log.info("next: dqn eval checkpoint=%s%s | tensorboard --logdir %s | %s", run_dir, best, run_dir, plot)
     return summary
+
+
+def save_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """The run's config in ``.hydra/config.yaml``, resolved (ALE/Breakout-v5, not ${..}), atomically."""
+    hydra_file(run_dir, "config.yaml").parent.mkdir(exist_ok=True)
+    atomic_write_text(hydra_file(run_dir, "config.yaml"), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 def dqn_loop(run: Run, stop: StopRequest) -> None:
