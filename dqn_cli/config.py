@@ -322,6 +322,18 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def flat_items(config: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"lr": 1e-4}}`` -> ``{"optimizer.lr": 1e-4}``: a nested config's leaves
+    under dotted keys, the values as they are."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat_items(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0]
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dqn_cli.app.stats import bootstrap_ci, iqm, mean_ci
+from dqn_cli.config import flat_items
 from dqn_cli.errors import PlotError
 from dqn_cli.files import UnreadableYaml, hydra_file, read_yaml_data
 
@@ -91,17 +92,6 @@ def _read_csv(path: Path, x: str, y: str) -> np.ndarray:
     return data
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = json.dumps(value)
-    return out
-
-
 def _config(run_dir: Path) -> dict:
     for candidate in (hydra_file(run_dir, "config.yaml"), run_dir / "config.yaml"):  # a run; a results/ copy
         if candidate.is_file():
@@ -154,7 +144,7 @@ def read_run(run_dir: Path) -> RunRecord:
     if not isinstance(summary, dict):
         raise PlotError(f"{summary_path}: not a run summary (a JSON object)")
     config = _config(run_dir)
-    flat = {k: v for k, v in _flatten(config).items() if not _ignored(k)}
+    flat = {k: json.dumps(v) for k, v in flat_items(config).items() if not _ignored(k)}
     if flat.get("network.distributional") != json.dumps("c51"):  # the return range only C51 reads
         flat = {k: v for k, v in flat.items() if k not in ("network.v_min", "network.v_max")}
     return RunRecord(

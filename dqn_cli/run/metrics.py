@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dqn_cli.config import flat_items
 from dqn_cli.files import atomic_write, hydra_file, read_yaml_data
 from dqn_cli.run.trackers import Trackers
 
@@ -418,24 +419,21 @@ def overridden_keys(overrides: list[str]) -> list[str]:
 _GROUPS = ("env", "network", "replay", "schedule", "optimizer")
 
 
-def flatten_config(config: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
-    """``{"optimizer": {"lr": 1e-4}}`` -> ``{"optimizer.lr": 1e-4}``; values TensorBoard's
-    HParams accepts: int, float, str and bool as they are; None -> "null"; lists and
-    anything else -> their text (``"[64, 64]"``)."""
-    out: dict[str, int | float | str | bool] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten_config(value, name + "."))
-        elif value is None:
-            out[name] = "null"
-        elif isinstance(value, (bool, int, float, str)):
-            out[name] = value
-        elif isinstance(value, np.generic):
-            out[name] = value.item()
-        else:
-            out[name] = str(list(value) if isinstance(value, tuple) else value)
-    return out
+def flatten_config(config: dict) -> dict[str, int | float | str | bool]:
+    """``{"optimizer": {"lr": 1e-4}}`` -> ``{"optimizer.lr": 1e-4}`` (config.flat_items), in values
+    TensorBoard's HParams accepts: int, float, str and bool as they are; None -> "null"; lists
+    and anything else -> their text (``"[64, 64]"``)."""
+    return {name: _hparam_value(value) for name, value in flat_items(config).items()}
+
+
+def _hparam_value(value) -> int | float | str | bool:
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(list(value) if isinstance(value, tuple) else value)
 
 
 def encode_gif(
