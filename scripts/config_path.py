@@ -27,7 +27,7 @@ import dqn_cli.config as C  # noqa: E402
 from dqn_cli.app.cli import main  # noqa: E402
 
 if resuming:  # a run to resume, made untraced; then the path of `dqn train resume=RUN_DIR total_steps=2400`
-    main(sys.argv[1:])
+    assert main(sys.argv[1:]) == 0, "the run to resume failed"
     sys.argv = ["dqn", "train", f"resume={run_dir}/run", "total_steps=2400"]
 
 CFG_TYPES = tuple(  # the run's config and its groups: the dataclasses of dqn_cli.config (not OmegaConf's DictConfig)

@@ -30,6 +30,8 @@ def returns(sweep_dir: Path) -> list[float]:
 def assert_complete_job(job: Path) -> None:
     """A job dir of a sweep is a full run dir."""
     assert (job / ".hydra" / "config.yaml").is_file() and (job / ".hydra" / "overrides.yaml").is_file()
+    saved = OmegaConf.load(job / ".hydra" / "config.yaml")  # the run's config as it ran: validated, resolved
+    assert saved.replay.beta_steps == 300 and "${" not in OmegaConf.to_yaml(saved)
     assert (job / "checkpoints" / "last.pt").is_file()
     assert list((job / "tb").glob("events.out.tfevents.*")), f"no TensorBoard events in {job}"
     assert (job / "train.log").is_file() and "final eval return" in (job / "train.log").read_text()

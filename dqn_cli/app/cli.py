@@ -37,6 +37,7 @@ from dqn_cli.app.hydra_compat import (
     existing_root,
     record_run_config,
     remove_if_empty,
+    run_config_dir,
     unwritable_dir,
 )
 
@@ -107,7 +108,7 @@ def _train_task(cfg) -> float:
             multirun=multirun,
             on_start=on_start,
             overrides=OmegaConf.to_container(hc.overrides.task),
-            record_config=RECORD_CONFIG in hc.overrides.hydra,  # else Hydra wrote it, or the user asked for none
+            config_dir=run_config_dir(hc),
         )
     except DqnError as err:  # one line; BadInput exits 2, a Fault 1 (dqn_cli.errors)
         if debug():

@@ -18,7 +18,8 @@ the Compose API, the override parser, HydraConfig, OmegaConf, and Hydra's own ov
 * A refused run leaves nothing behind: Hydra creates the run dir, ``.hydra/`` and ``train.log``
   before the app runs. ``hydra.output_subdir=null`` (:data:`RECORD_CONFIG`) stops the first, and
   :class:`HeldRunLog` holds the log records, until the input has passed every check; then
-  :func:`record_run_config` writes ``.hydra/`` as Hydra would have. Hydra also makes the run
+  :func:`record_run_config` writes Hydra's files as Hydra would have (the trainer writes the
+  run's config.yaml, resolved and validated, into :func:`run_config_dir`). Hydra also makes the run
   dir's parents (``outputs/DATE/``, ``hydra.run.dir=/a/b/c``): :func:`existing_root` notes what
   existed before, and :func:`remove_if_empty` removes what a refusal left empty.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 from dqn_cli.files import HYDRA_DIR
 
 MODE_FLAGS = {"--multirun": "-m", "--cfg": "-c", "--info": "-i", "--shell-completion": "-sc"}
-RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written by record_run_config
+RECORD_CONFIG = "hydra.output_subdir=null"  # a single run's .hydra/ is written once its input passed every check
 
 
 def int_keys(schema) -> set[str]:
@@ -236,15 +237,25 @@ def _nested_keys(schema: type) -> list[str]:
     ]
 
 
+def run_config_dir(hc) -> str | None:
+    """Where in the run dir its config.yaml goes: Hydra's output_subdir (``.hydra``, where Hydra
+    itself writes a sweep job's files), or ``.hydra`` where dqn told Hydra not to write them
+    (:data:`RECORD_CONFIG`); None where the user asked for no ``.hydra/``."""
+    if hc.output_subdir is None and RECORD_CONFIG not in hc.overrides.hydra:
+        return None
+    return hc.output_subdir or HYDRA_DIR
+
+
 def record_run_config(run_dir: Path, hc, config=None) -> None:
-    """``.hydra/`` of a run whose input passed every check, where Hydra was told not to write it:
-    hydra.yaml and overrides.yaml, and ``config`` (``dqn eval``'s; ``dqn train``'s trainer
-    records the run's config itself, resolved, and again when a resume changes it)."""
+    """Hydra's files of a run whose input passed every check, where Hydra was told not to write
+    them (hydra.yaml, overrides.yaml), and ``config`` where given (``dqn eval``'s; ``dqn train``'s
+    trainer records the run's config itself, resolved and validated, and again on resume)."""
     from omegaconf import OmegaConf
 
-    if hc.output_subdir is None and RECORD_CONFIG not in hc.overrides.hydra:
+    subdir = run_config_dir(hc)
+    if subdir is None:
         return  # the user asked for no .hydra/
-    out = run_dir / (hc.output_subdir or HYDRA_DIR)
+    out = run_dir / subdir
     out.mkdir(parents=True, exist_ok=True)
     if hc.output_subdir is None:
         hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(hc)})

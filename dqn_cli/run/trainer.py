@@ -30,7 +30,7 @@ from dqn_cli.config import TrainConfig, to_dict, to_train_config, validate
 from dqn_cli.envs.autoreset import final_observations
 from dqn_cli.envs.workers import WORKER_GONE
 from dqn_cli.errors import EnvWorkerDied, NonFiniteLoss
-from dqn_cli.files import atomic_write_text, hydra_file
+from dqn_cli.files import HYDRA_DIR, atomic_write_text
 from dqn_cli.run.build import Run, build_run, check_run, restart_envs
 from dqn_cli.run.lock import run_dir_lock
 from dqn_cli.run.metrics import overridden_keys, run_overrides
@@ -49,17 +49,18 @@ def train(
     multirun: bool = False,
     on_start: Callable[[], None] | None = None,
     overrides: Sequence[str] = (),
-    record_config: bool = True,
+    config_dir: str | None = HYDRA_DIR,
 ) -> dict:
     """Train one agent into ``run_dir``; return the summary (also written to summary.json).
 
     ``cfg`` is the composed config (Hydra's, or a TrainConfig): a new run's is validated
     (:func:`~dqn_cli.config.validate`); ``resume=RUN_DIR`` continues that run, its saved config
-    merged with the command line's ``overrides`` (``["resume=...", "total_steps=200000"]``) by
-    :func:`~dqn_cli.run.resume.resumed_config`. ``on_start`` is called once the input has passed
-    every check, before anything starts (the CLI writes Hydra's files there); the run's config is
-    recorded in ``.hydra/config.yaml`` then (on resume: once the checkpoint is restored), unless
-    ``record_config`` is False (Hydra wrote it, or the user asked for no ``.hydra/``).
+    merged with the command line's ``overrides`` (``["resume=...", "total_steps=200000"]``: only
+    the keys named there change the saved config) by :func:`~dqn_cli.run.resume.resumed_config`.
+    ``on_start`` is called once the input has passed every check, before anything starts (the CLI
+    writes Hydra's files there); the run's config, resolved and validated, is recorded in
+    ``RUN_DIR/CONFIG_DIR/config.yaml`` then (on resume: once the checkpoint is restored), unless
+    ``config_dir`` is None (the user asked for no ``.hydra/``).
 
     A SIGINT/SIGTERM stops it after the current step with a checkpoint and
     returns ``{"stopped": True, "signal": N, ...}`` instead (no summary.json).
@@ -76,16 +77,16 @@ def train(
     with run_dir_lock(run_dir):  # one process per run dir, for the run's whole life
         if on_start is not None:
             on_start()
-        if record_config and not cfg.resume:  # a new run's, once its input passed every check
-            save_config(run_dir, cfg)
-        return _train(cfg, run_dir, checked, multirun, record_config)
+        if config_dir is not None and not cfg.resume:  # a new run's, once its input passed every check
+            save_config(run_dir / config_dir, cfg)
+        return _train(cfg, run_dir, checked, multirun, config_dir)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, record_config: bool) -> dict:
+def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, config_dir: str | None) -> dict:
     with StopRequest() as stop, build_run(cfg, run_dir, checked, multirun) as run:
         n, logger = run.n, run.logger
-        if record_config and cfg.resume:  # its new budget and cadences, now that the checkpoint is restored
-            save_config(run_dir, cfg)
+        if config_dir is not None and cfg.resume:  # its new budget and cadences, now that the checkpoint is restored
+            save_config(run_dir / config_dir, cfg)
         logger.message(f"training {run.spec.label} for {cfg.total_steps:,} env steps; results in {run_dir}")
         (pqn_loop if cfg.algo == "pqn" else dqn_loop)(run, stop)
         if not stop:
@@ -117,10 +118,11 @@ def _train(cfg: TrainConfig, run_dir: Path, checked, multirun: bool, record_conf
     return summary
 
 
-def save_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """The run's config in ``.hydra/config.yaml``, resolved (ALE/Breakout-v5, not ${..}), atomically."""
-    hydra_file(run_dir, "config.yaml").parent.mkdir(exist_ok=True)
-    atomic_write_text(hydra_file(run_dir, "config.yaml"), OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+def save_config(config_dir: Path, cfg: TrainConfig) -> None:
+    """The run's config in ``config_dir/config.yaml`` (the run's ``.hydra/``), resolved
+    (ALE/Breakout-v5, not ${..}) and validated (replay.beta_steps fixed), atomically."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 def dqn_loop(run: Run, stop: StopRequest) -> None:
