@@ -84,10 +84,20 @@ def test_augmentation_replays_from_its_seed_and_continues_after_a_restore():
     assert not torch.equal(second, first)
 
 
-def _agent(augmentation=None, seed=0) -> DQNAgent:
+def _agent(augmentation=None, seed=0, shared_target=False, network="plain") -> DQNAgent:
     torch.manual_seed(seed)
-    net = build_network(NetworkConfig(name="nature_cnn", dueling=True, cnn_hidden=32), (4, 84, 84), 4)
-    return DQNAgent(net, OptimizerConfig(lr=1e-3), 4, True, "huber", torch.device("cpu"), augmentation=augmentation)
+    cfg = NetworkConfig(name="nature_cnn", dueling=True, cnn_hidden=32, noisy=network == "noisy")
+    net = build_network(cfg, (4, 84, 84), 4)
+    return DQNAgent(
+        net,
+        OptimizerConfig(lr=1e-3),
+        4,
+        True,
+        "huber",
+        torch.device("cpu"),
+        augmentation=augmentation,
+        shared_target=shared_target,
+    )
 
 
 def _batch(seed=0, size=8) -> Batch:
@@ -136,6 +146,43 @@ def test_target_equal_to_online_is_computed_once_with_the_same_result():
         assert torch.equal(p, q)
     shortcut.update(_batch(5))
     assert not shortcut.target_is_online, "after a gradient step the target differs from the online net"
+
+
+def test_shared_target_is_the_hard_copy_every_update_to_the_bit():
+    """DrQ(eps)'s target period of one update: the online network as its own target gives the
+    updates (with augmentation), the weights and the checkpoint of a target copied before every
+    update, to the bit, without the copy."""
+    shared = _agent(Augmentation(4, 0.05, seed=1, device=torch.device("cpu")), shared_target=True)
+    copied = _agent(Augmentation(4, 0.05, seed=1, device=torch.device("cpu")))
+    assert shared.target_network is shared.q_network and copied.target_network is not copied.q_network
+    for step in range(4):
+        a, b = shared.update(_batch(step)), copied.update(_batch(step))
+        assert a.td_loss == b.td_loss and np.array_equal(a.td_errors, b.td_errors)
+        shared.update_target(1.0)
+        copied.update_target(1.0)
+    for p, q in zip(shared.q_network.parameters(), copied.q_network.parameters()):
+        assert torch.equal(p, q)
+    saved = shared.state_dict()
+    assert all(torch.equal(saved["target_network"][k], v) for k, v in copied.state_dict()["target_network"].items())
+    resumed = _agent(Augmentation(4, 0.05, seed=1, device=torch.device("cpu")), shared_target=True)
+    resumed.load_state_dict(copied.state_dict())  # (a checkpoint of a copying run loads too)
+    assert resumed.update(_batch(9)).td_loss == copied.update(_batch(9)).td_loss
+
+
+def test_only_a_target_period_of_one_update_shares_the_target():
+    from dqn_cli.run.build import shares_target
+
+    drq = compose("algo=drq_eps", "env=atari100k", "env.game=Breakout")
+    assert shares_target(drq)
+    for other in (
+        compose("algo=der", "env=atari100k", "env.game=Breakout"),  # a target period of 2,000 (and noisy nets)
+        compose("algo=drq_eps", "env=atari100k", "env.game=Breakout", "tau=0.5"),
+        compose("algo=drq_eps", "env=atari100k", "env.game=Breakout", "env.num_envs=2"),  # 2 updates per sync
+        compose("algo=drq_eps", "env=atari100k", "env.game=Breakout", "network.noisy=true"),
+    ):
+        assert not shares_target(other)
+    with pytest.raises(ValueError, match="noisy"):
+        _agent(network="noisy", shared_target=True)
 
 
 # ------------------------------------------------------------------ the protocol and the presets

@@ -80,7 +80,15 @@ def _update_setup(net_name: str, device, batch_size: int, compile: bool = False)
     net = build_network(net_cfg, obs_shape, n_actions).to(device)
     augmentation = Augmentation(4, 0.05, 0, device) if net_name == "drq_eps" else None
     agent = DQNAgent(
-        net, OptimizerConfig(), n_actions, True, "huber", device, compile=compile, augmentation=augmentation
+        net,
+        OptimizerConfig(),
+        n_actions,
+        True,
+        "huber",
+        device,
+        compile=compile,
+        augmentation=augmentation,
+        shared_target=net_name == "drq_eps",  # its target period of 1 (run.build.shares_target)
     )
 
     def step():

@@ -247,6 +247,10 @@ class DQNAgent(QAgent):
             Epsilon stays on the host and the batch shapes are fixed, so neither recompiles.
         augmentation: network.augment's DrQ augmentation of s and s' in every sampled batch
             (independent draws for each), or None.
+        shared_target: the target network is the online network itself, for a target period
+            of one update (DrQ(eps)'s target_update_period 1 with one update per env step): the
+            hard copy before every update would give it the same weights, so none is made.
+            Not for noisy nets (each network draws noise of its own).
     """
 
     def __init__(
@@ -260,12 +264,18 @@ class DQNAgent(QAgent):
         seed: int = 0,
         compile: bool = False,
         augmentation: Augmentation | None = None,
+        shared_target: bool = False,
     ):
         super().__init__(q_network, optimizer_cfg, n_actions, device, seed)
-        self.target_network = copy.deepcopy(q_network).requires_grad_(False)
+        if shared_target and noisy_layers(q_network):
+            raise ValueError("shared_target: noisy nets need a target network of their own")
+        self.shared_target = shared_target
+        self.target_network = q_network if shared_target else copy.deepcopy(q_network).requires_grad_(False)
         # the tensors update_target pairs up, listed once: walking the modules costs more than the lerp
-        self.sync_online = self.params + list(q_network.buffers())
-        self.sync_target = list(self.target_network.parameters()) + list(self.target_network.buffers())
+        self.sync_online, self.sync_target = [], []
+        if not shared_target:
+            self.sync_online = self.params + list(q_network.buffers())
+            self.sync_target = list(self.target_network.parameters()) + list(self.target_network.buffers())
         self.sync_float = (
             [t for t in self.sync_target if t.is_floating_point()],
             [o for o in self.sync_online if o.is_floating_point()],
@@ -280,8 +290,8 @@ class DQNAgent(QAgent):
         # True while the target network holds the online network's weights (after a hard copy by
         # update_target, before the next gradient step): its values of s' are then the online ones,
         # computed once. With target_update_period=1 (DrQ(eps)) that is every update but the first.
-        # Noisy nets draw their own noise, so never for them.
-        self.target_is_online = False
+        # Noisy nets draw their own noise, so never for them. Always, for a shared target.
+        self.target_is_online = shared_target
         self.losses, self.acting_network = self._losses, q_network
         if compile:
             self.losses, self.acting_network = compiled(self._losses, device), compiled(q_network, device)
@@ -309,7 +319,7 @@ class DQNAgent(QAgent):
             layer.reset_noise()
         loss, q, priorities = self.losses(obs, actions, returns, next_obs, discounts, weights)
         grad_norm = gradient_step(self.optimizer, self.params, loss, self.max_grad_norm)
-        self.target_is_online = False
+        self.target_is_online = self.shared_target
         return UpdateInfo(float(loss.detach()), q.detach(), priorities.detach(), grad_norm, self.loss_name)
 
     def _losses(self, obs, actions, returns, next_obs, discounts, weights):
@@ -392,7 +402,8 @@ class DQNAgent(QAgent):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.target_network.load_state_dict(state["target_network"])
+        if not self.shared_target:  # (a shared target's saved weights are the online network's)
+            self.target_network.load_state_dict(state["target_network"])
         if self.augmentation is not None and "augmentation" in state:
             self.augmentation.load_state_dict(state["augmentation"])
-        self.target_is_online = False  # (a copy may have been due: the target is used as saved)
+        self.target_is_online = self.shared_target  # (else a copy may have been due: the target is used as saved)

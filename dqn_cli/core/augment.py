@@ -50,7 +50,8 @@ def intensity(obs: torch.Tensor, scale: float, generator: torch.Generator) -> to
     """float32 ``obs * (1 + scale * clip(z, -2, 2))``, one z ~ N(0, 1) per sample (B, ...)."""
     shape = (obs.shape[0],) + (1,) * (obs.dim() - 1)
     z = torch.randn(shape, generator=generator, device=generator.device).to(obs.device)
-    return obs.float().mul_(1.0 + scale * z.clamp_(-2.0, 2.0))
+    # one pass: uint8 frames promote to float32 inside the product (the same values as .float() first)
+    return torch.mul(obs, 1.0 + scale * z.clamp_(-2.0, 2.0))
 
 
 class Augmentation:

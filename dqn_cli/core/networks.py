@@ -140,8 +140,9 @@ class NatureCNNTorso(nn.Module):
         self.conv.to(memory_format=torch.channels_last)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # the layout changes on the uint8 frames, a quarter of the bytes of their floats
-        x = obs.contiguous(memory_format=torch.channels_last).float() / 255.0
+        # the layout changes on the uint8 frames, a quarter of the bytes of their floats; the
+        # division promotes them to float32 in the same pass (the values of .float() / 255)
+        x = torch.div(obs.contiguous(memory_format=torch.channels_last), 255.0)
         return self.fc(self.conv(x))
 
 

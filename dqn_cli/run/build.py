@@ -84,6 +84,14 @@ class Run:
         return self.wall_before + time.perf_counter() - self.started
 
 
+def shares_target(cfg: TrainConfig) -> bool:
+    """Whether the target network can be the online network itself: a hard copy (tau 1) after
+    every env step of one env, so every update (one per train_every >= 1 steps) reads the
+    weights it would have copied (DrQ(eps)'s target_update_period 1). Noisy nets draw noise per
+    network, so they keep a target of their own."""
+    return cfg.tau == 1.0 and cfg.target_update_period == 1 and cfg.env.num_envs == 1 and not cfg.network.noisy
+
+
 def check_run(cfg: TrainConfig, run_dir: Path) -> Checked:
     """Refuse bad input before anything starts: on resume the checkpoint, then the env, the
     replay buffer's memory, the device and the network's (ConfigError / CheckpointError)."""
@@ -146,6 +154,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
                     if cfg.network.augment
                     else None
                 ),
+                shared_target=shares_target(cfg),
             )
             replay = build_replay(cfg, spec)
         epsilon, beta, learning_rate = (
