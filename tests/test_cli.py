@@ -41,6 +41,7 @@ def test_train_writes_the_run_directory_of_the_spec(trained_run):
     assert 0 < summary["eval_seconds"] < summary["wall_seconds"]  # its evaluations, part of the run
     assert summary["total_steps"] == 400
     assert summary["replay_bytes_per_transition"] > 0
+    assert summary["cpu"] and summary["device"].split(":")[0] in ("cpu", "cuda") and summary["torch_threads"] >= 1
 
 
 def test_checkpoint_reads_back_with_weights_only(trained_run):

@@ -9,7 +9,8 @@ For runs of ``env=atari100k`` (``env.suite``), ``dqn plot`` writes beside its us
   human-normalised scores over games, each with a 95% stratified bootstrap interval, beside the
   published aggregates;
 * a performance profile: the fraction of runs above each human-normalised score, with its
-  95% band.
+  95% band;
+* what each run cost: its wall time, the part in gradient steps and in evaluations, its CPU.
 
 Human-normalised score: (score - random) / (human - random), with the random and human scores of
 each game as published. The aggregates and their intervals are rliable's (Agarwal et al. 2021,
@@ -137,6 +138,37 @@ def games_markdown(suite_list: list[Suite]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def costs_markdown(groups) -> str:
+    """What each Atari 100k run cost, from its summary.json: wall time, the part of it in gradient
+    steps and in evaluations, and the CPU it ran on (blank where a run predates that field)."""
+    rows = []
+    for g in groups:
+        for r in g.runs:
+            if json.loads(r.config.get("env.suite", "null")) != "atari100k" or "wall_seconds" not in r.summary:
+                continue
+            s = r.summary
+            algo, seed = str(s.get("algo", "dqn")), int(s.get("seed", 0))
+            wall, updates = float(s["wall_seconds"]), float(s.get("update_seconds") or 0)
+            cells = [
+                algo,
+                g.env,
+                str(seed),
+                f"{wall / 60:.0f}",
+                f"{updates / 60:.0f}" if updates else "",  # (runs before update_seconds existed)
+                f"{wall / updates:.2f}x" if updates else "",
+                f"{float(s.get('eval_seconds') or 0):.0f}",
+                f"{s['cpu']}, {s['torch_threads']} torch thread(s)" if s.get("cpu") else "",
+            ]
+            rows.append((algo, g.env, seed, "| " + " | ".join(cells) + " |"))
+    lines = [
+        "Atari 100k: what each run cost (the whole run's wall time; of it, the gradient steps and the evaluations)",
+        "",
+        "| algo | game | seed | wall (min) | updates (min) | wall / updates | evaluations (s) | CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    return "\n".join(lines + [row for *_, row in sorted(rows)]) + "\n"
+
+
 def published_on(games: list[str]) -> dict[str, np.ndarray]:
     """The published per-game scores' aggregates over ``games`` alone (no intervals: one number a game)."""
     out = {}
@@ -207,15 +239,17 @@ def draw_profile(suite_list: list[Suite], out, seed: int = 0) -> None:
 
 
 def write(groups, out) -> list:
-    """Write ``OUT_games.md``, ``OUT_aggregate.md`` and ``OUT_profile.png`` beside the plot's PNG
-    ``out`` when the groups hold Atari 100k runs; returns the paths written (none otherwise)."""
+    """Write ``OUT_games.md``, ``OUT_aggregate.md``, ``OUT_costs.md`` and ``OUT_profile.png``
+    beside the plot's PNG ``out`` when the groups hold Atari 100k runs; returns the paths written
+    (none otherwise)."""
     suite_list = [s for s in suites(groups) if s.scores]
     if not suite_list:
         return []
     stem = out.with_suffix("")
-    paths = [stem.with_name(stem.name + "_games.md"), stem.with_name(stem.name + "_aggregate.md")]
+    paths = [stem.with_name(stem.name + f"_{table}.md") for table in ("games", "aggregate", "costs")]
     paths[0].write_text(games_markdown(suite_list))
     paths[1].write_text(aggregate_markdown(suite_list, interval_estimates(suite_list)))
+    paths[2].write_text(costs_markdown(groups))
     profile = stem.with_name(stem.name + "_profile.png")
     draw_profile(suite_list, profile)
     return paths + [profile]

@@ -18,7 +18,7 @@ from dqn_cli.run.build import Run
 from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
 from dqn_cli.run.signals import StopRequest, StopRequested
 from dqn_cli.run.state import capture
-from dqn_cli.runtime import int_seed
+from dqn_cli.runtime import cpu_name, int_seed
 
 log = logging.getLogger("dqn")
 
@@ -172,6 +172,11 @@ def summarize(run: Run) -> dict:
         "env": run.spec.label,
         "algo": cfg.algo,
         "seed": cfg.seed,
+        # where the timings were taken (a resumed run: where it finished): the same work can take
+        # twice as long on another CPU
+        "cpu": cpu_name(),
+        "device": str(run.device),
+        "torch_threads": torch.get_num_threads(),
     }
 
 
