@@ -128,6 +128,33 @@ def test_noisy_linear_is_factorised_gaussian_and_its_mean_in_eval_mode():
     assert "weight_epsilon" not in layer.state_dict()  # noise is drawn again, never saved
 
 
+def test_noisy_linear_without_forming_its_weight_is_the_papers_layer():
+    """y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b, written out with the weight formed,
+    gives the layer's output and the gradients of all four parameters and of x."""
+    from dqn_cli.core.networks import NoisyLinear
+
+    torch.manual_seed(1)
+    layer = NoisyLinear(7, 5, std_init=0.5)
+    with torch.no_grad():  # sigma away from its constant start, so a wrong pairing of eps shows
+        layer.weight_sigma.mul_(torch.rand(5, 7) + 0.5)
+        layer.bias_sigma.mul_(torch.rand(5) + 0.5)
+    x = torch.randn(3, 7, dtype=torch.float32, requires_grad=True)
+    eps_in, eps_out = layer.epsilon_in.clone(), layer.epsilon_out.clone()
+    params = (layer.weight_mu, layer.weight_sigma, layer.bias_mu, layer.bias_sigma)
+
+    def by_hand() -> torch.Tensor:
+        w = layer.weight_mu + layer.weight_sigma * (eps_out[:, None] * eps_in[None, :])
+        return x @ w.T + layer.bias_mu + layer.bias_sigma * eps_out
+
+    g = torch.randn(3, 5)
+    expected = by_hand()
+    expected_grads = torch.autograd.grad(expected, (*params, x), g)
+    y = layer(x)
+    torch.testing.assert_close(y, expected)
+    for got, want in zip(torch.autograd.grad(y, (*params, x), g), expected_grads):
+        torch.testing.assert_close(got, want)
+
+
 def test_noisy_network_replaces_every_linear_layer_and_the_agent_resamples_its_noise():
     from dqn_cli.config import OptimizerConfig
     from dqn_cli.core.agent import DQNAgent
