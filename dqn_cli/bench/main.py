@@ -45,12 +45,31 @@ def env_steps_per_second(env_cfg, num_envs: int, seconds: float) -> float:
         envs.close()
 
 
+def atari_update_parts(net_name: str):
+    """(NetworkConfig, OptimizerConfig, double_q) of an Atari preset's update: nature_cnn is
+    env=breakout's (double DQN), drq_eps and der are env=atari100k algo=drq_eps's and algo=der's
+    (tests/test_bench checks them against the composed presets)."""
+    from dqn_cli.config import NetworkConfig, OptimizerConfig
+
+    atari = dict(name="nature_cnn", cnn_hidden=512, v_min=-10.0, v_max=10.0)
+    atari100k_optimizer = OptimizerConfig(lr=1e-4, eps=1.5e-4, max_grad_norm=None)  # Dopamine clips nothing
+    return {
+        "nature_cnn": (NetworkConfig(**atari), OptimizerConfig(lr=1e-4), True),
+        "drq_eps": (NetworkConfig(**atari, dueling=True, augment=True), atari100k_optimizer, True),
+        "der": (
+            NetworkConfig(**atari, dueling=True, distributional="c51", atoms=51, noisy=True, noisy_std=0.5),
+            atari100k_optimizer,
+            True,
+        ),
+    }[net_name]
+
+
 def _update_setup(net_name: str, device, batch_size: int, compile: bool = False):
     """(agent, batch, step) for one update as ``net_name``'s preset does it: mlp (CartPole),
-    minatar_cnn (MinAtar, Breakout's 4 channels), nature_cnn (Atari's double DQN: a target network
-    of its own) or drq_eps (env=atari100k algo=drq_eps: a dueling Nature CNN, DrQ's augmentation of
-    s and s', the target a copy of the online network before every update). ``step()`` runs one
-    update (and drq_eps's target copy, as the training loop does)."""
+    minatar_cnn (MinAtar, Breakout's 4 channels), or an Atari preset's (:func:`atari_update_parts`):
+    nature_cnn (a target network of its own), drq_eps (DrQ's augmentation of s and s', the online
+    network as its own target) or der (C51, noisy nets, a target network of its own).
+    ``step()`` runs one update (and the target sync the training loop does after it)."""
     from dqn_cli.config import NetworkConfig, OptimizerConfig
     from dqn_cli.core.agent import DQNAgent
     from dqn_cli.core.augment import Augmentation
@@ -58,6 +77,7 @@ def _update_setup(net_name: str, device, batch_size: int, compile: bool = False)
     from dqn_cli.replay.storage import Batch
 
     rng = np.random.default_rng(0)
+    optimizer_cfg, double_q = OptimizerConfig(), True
     if net_name == "mlp":
         obs_shape, n_actions, net_cfg = (1, 4), 2, NetworkConfig(name="mlp")
         obs = rng.standard_normal((batch_size, *obs_shape)).astype(np.float32)
@@ -66,7 +86,7 @@ def _update_setup(net_name: str, device, batch_size: int, compile: bool = False)
         obs = (rng.random((batch_size, *obs_shape)) < 0.1).astype(np.uint8)
     else:
         obs_shape, n_actions = (4, 84, 84), 4
-        net_cfg = NetworkConfig(name="nature_cnn", dueling=net_name == "drq_eps")
+        net_cfg, optimizer_cfg, double_q = atari_update_parts(net_name)
         obs = rng.integers(0, 255, size=(batch_size, *obs_shape), dtype=np.uint8)
     batch = Batch(
         obs,
@@ -78,22 +98,23 @@ def _update_setup(net_name: str, device, batch_size: int, compile: bool = False)
         np.ones(batch_size, np.float32),
     )
     net = build_network(net_cfg, obs_shape, n_actions).to(device)
-    augmentation = Augmentation(4, 0.05, 0, device) if net_name == "drq_eps" else None
+    augmentation = Augmentation(net_cfg.augment_pad, net_cfg.augment_intensity, 0, device) if net_cfg.augment else None
+    shared_target = net_name == "drq_eps"  # its target period of 1 (run.build.shares_target)
     agent = DQNAgent(
         net,
-        OptimizerConfig(),
+        optimizer_cfg,
         n_actions,
-        True,
+        double_q,
         "huber",
         device,
         compile=compile,
         augmentation=augmentation,
-        shared_target=net_name == "drq_eps",  # its target period of 1 (run.build.shares_target)
+        shared_target=shared_target,
     )
 
     def step():
         agent.update(batch)
-        if net_name == "drq_eps":
+        if shared_target:
             agent.update_target(1.0)
 
     return agent, batch, step
@@ -203,8 +224,8 @@ def main(argv: list[str]) -> int:
         limit = matmul_gflops(device, seconds)
         figures["matmul_gflops"] = round(limit, 1)
         rows.append((f"matmul 2048x2048 float32 on {device}", f"{limit:,.1f} GFLOP/s"))
-        # MinAtar: its preset's batch; drq_eps: env=atari100k algo=drq_eps's update
-        for net, batch in (("mlp", 64), ("minatar_cnn", 256), ("nature_cnn", 32), ("drq_eps", 32)):
+        # MinAtar: its preset's batch; the Atari presets' updates as atari_update_parts gives them
+        for net, batch in (("mlp", 64), ("minatar_cnn", 256), ("nature_cnn", 32), ("drq_eps", 32), ("der", 32)):
             ups = updates_per_second(net, device, seconds, batch)
             figures[f"{net}_updates_per_second"] = round(ups, 1)
             rows.append((f"update {net} batch {batch} on {device}", f"{ups:,.1f} updates/s"))
