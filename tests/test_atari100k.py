@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import compose, last_json_line, run_dqn
+from helpers import compose, last_json_line, run_dqn, without
 
 from dqn_cli.config import NetworkConfig, OptimizerConfig
 from dqn_cli.core.agent import DQNAgent
@@ -303,6 +303,33 @@ def test_evaluates_and_films_the_trained_agent(atari100k_runs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = last_json_line(proc.stdout)
     assert result["episodes"] == 2 and Path(result["video"]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("algo", ["drq_eps", "der"])
+def test_an_atari_100k_run_resumed_is_the_run_uninterrupted(tmp_path, algo):
+    """With checkpoint.save_replay=true, 48 steps then resumed to 96 give the 96-step run to the
+    bit: the games go on from the emulator state in the checkpoint, the replay, the networks, the
+    optimizer and every generator (DrQ's shifts, the noisy nets') from theirs."""
+    args = [
+        f"algo={algo}", "env=atari100k", "env.game=Breakout", *without(without(TINY_100K, "total_steps"), "checkpoint.every"),
+        "checkpoint.every=48", "checkpoint.save_replay=true",
+    ]  # fmt: skip
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert run_dqn("train", *args, "total_steps=96", f"hydra.run.dir={straight}", timeout=300).returncode == 0
+    assert run_dqn("train", *args, "total_steps=48", f"hydra.run.dir={split}", timeout=300).returncode == 0
+    proc = run_dqn("train", f"resume={split}", "total_steps=96", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x, y = (torch.load(d / "checkpoints" / "step_000000096.pt", weights_only=True) for d in (straight, split))
+    assert x["envs"]["kind"] == "atari"  # the games' state is in the checkpoint
+    for key in ("q_network", "target_network"):
+        for name, value in x["agent"][key].items():
+            assert torch.equal(value, y["agent"][key][name]), f"{key}.{name}"
+    for i, state in x["agent"]["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, y["agent"]["optimizer"]["state"][i][name]), f"optimizer {i}.{name}"
+    assert x["episode_stats"] == y["episode_stats"]
+    assert x["counters"]["updates"] == y["counters"]["updates"] > 0
+    np.testing.assert_array_equal(x["envs"]["obs"].numpy(), y["envs"]["obs"].numpy())
 
 
 # ------------------------------------------------------------------ human-normalised scores

@@ -82,8 +82,69 @@ def test_env_state_round_trips_through_a_checkpoint(vectorization):
         b.close()
 
 
-def test_atari_envs_are_not_captured():
-    assert env_snapshot.capture_envs(None, None, EnvConfig(kind="atari")) is None
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_atari_state_round_trips_through_a_checkpoint(vectorization):
+    """Atari envs (sticky actions, no-op starts, lives, a short frame cap so games restart) captured
+    mid-game, saved and loaded as data, restored into envs of other seeds: the next 150 steps are
+    bitwise the same, resets and their no-op draws included."""
+    from dqn_cli.envs.atari import make_vector_env
+    from dqn_cli.envs.vector import FrameStacker
+
+    cfg = EnvConfig(
+        kind="atari", game="Breakout", vectorization=vectorization, num_envs=2, sticky_action_prob=0.25,
+        max_episode_steps=60,
+    )  # fmt: skip
+    actions = np.random.default_rng(0).integers(0, 4, size=(250, 2))
+    a, b = make_vector_env(cfg, 2, seed=1), make_vector_env(cfg, 2, seed=1)
+    try:
+        sa, sb = FrameStacker(2, 4, (84, 84), np.uint8), FrameStacker(2, 4, (84, 84), np.uint8)
+        sa.reset(a.reset(seed=[1, 2])[0])
+        for t in range(100):
+            frames, _, term, trunc, _ = a.step(actions[t])
+            sa.step(frames, term | trunc)
+        buf = io.BytesIO()
+        torch.save(env_snapshot.capture_envs(a, sa, cfg), buf)
+        buf.seek(0)
+        saved = torch.load(buf, weights_only=True)
+        sb.reset(b.reset(seed=[50, 60])[0])
+        assert env_snapshot.restore_envs(b, sb, saved)
+        np.testing.assert_array_equal(sa.obs, sb.obs)
+        ends = 0
+        for t in range(100, 250):
+            fa, ra, ta, ua, ia = a.step(actions[t])
+            fb, rb, tb, ub, ib = b.step(actions[t])
+            np.testing.assert_array_equal(fa, fb)
+            assert (ra == rb).all() and (ta == tb).all() and (ua == ub).all()
+            np.testing.assert_array_equal(ia["game_over"], ib["game_over"])
+            ends += int((ta | ua).sum())
+        assert ends >= 4  # lives lost and games restarted after the restore, the same way
+    finally:
+        a.close()
+        b.close()
+
+
+def test_atari_state_is_not_restored_into_another_game():
+    from dqn_cli.envs.atari import make_vector_env
+    from dqn_cli.envs.vector import FrameStacker
+
+    cfg = EnvConfig(kind="atari", game="Breakout", vectorization="sync", num_envs=1)
+    other = EnvConfig(kind="atari", game="Pong", vectorization="sync", num_envs=1)
+    a, b = make_vector_env(cfg, 1, seed=1), make_vector_env(other, 1, seed=1)
+    try:
+        sa, sb = FrameStacker(1, 4, (84, 84), np.uint8), FrameStacker(1, 4, (84, 84), np.uint8)
+        sa.reset(a.reset(seed=[1])[0])
+        sb.reset(b.reset(seed=[1])[0])
+        before = sb.obs.copy()
+        assert not env_snapshot.restore_envs(b, sb, env_snapshot.capture_envs(a, sa, cfg))
+        np.testing.assert_array_equal(sb.obs, before)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_envs_whose_state_python_cannot_read_are_not_captured():
+    assert env_snapshot.capture_envs(None, None, EnvConfig(kind="atari", vectorization="ale")) is None
+    assert env_snapshot.capture_envs(None, None, EnvConfig(kind="atari", vectorization="envpool")) is None
     assert env_snapshot.restore_envs(None, None, None) is False
 
 

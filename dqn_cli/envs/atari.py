@@ -183,6 +183,38 @@ class _Preprocessing(AtariPreprocessing):
         self.game_over = terminated
         return self._get_obs(), total_reward, terminated, truncated, info
 
+    @property
+    def game_id(self) -> str:
+        """The base env's id, e.g. "ALE/Breakout-v5"."""
+        return self.env.spec.id if self.env.spec is not None else type(self.env.unwrapped).__name__
+
+    @property
+    def resume_state(self) -> dict:
+        """The env's whole state between steps, as plain data for a checkpoint: the emulator's
+        (ALE's serialized state, its random generator included: sticky actions), the no-op
+        draws' generator, the two screens the next frame is max-pooled with, the lives and the
+        frames played. Setting it puts an env of the same game back there exactly."""
+        return {
+            "ale": np.frombuffer(self.ale.cloneState(include_rng=True).serialize(), dtype=np.uint8).copy(),
+            "np_random": self.env.unwrapped.np_random.bit_generator.state,
+            "obs_buffer": np.stack(self.obs_buffer),
+            "lives": int(self.lives),
+            "elapsed": int(self.elapsed),
+            "game_over": bool(self.game_over),
+        }
+
+    @resume_state.setter
+    def resume_state(self, state: dict) -> None:
+        import ale_py
+
+        self.ale.restoreState(ale_py.ALEState(np.asarray(state["ale"], dtype=np.uint8).tobytes()))
+        generator = np.random.Generator(getattr(np.random, state["np_random"]["bit_generator"])())
+        generator.bit_generator.state = state["np_random"]
+        self.env.unwrapped.np_random = generator
+        for buffer, saved in zip(self.obs_buffer, np.asarray(state["obs_buffer"])):
+            buffer[...] = saved
+        self.lives, self.elapsed, self.game_over = int(state["lives"]), int(state["elapsed"]), bool(state["game_over"])
+
     def _grab(self, buffer: np.ndarray) -> None:
         if self.grayscale_obs:
             self.ale.getScreenGrayscale(buffer)

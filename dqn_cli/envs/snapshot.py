@@ -1,9 +1,12 @@
 """The training envs' state, for a checkpoint: captured between steps and restored on resume.
 
 Classic-control envs (Gymnasium's ``classic_control``: CartPole, Acrobot, MountainCar, Pendulum's
-kin) hold their whole simulator in a few attributes, so their episodes continue exactly across a
-resume. Other envs (Atari, MinAtar, EnvPool's C++ state that Python cannot read) return None
-here and start fresh episodes (docs/resume.md says what continues, and when a resume is exact).
+kin) hold their whole simulator in a few attributes, and Atari envs on the ``sync`` and ``async``
+backends expose theirs as ``resume_state`` (the emulator's serialized state and the wrapper's;
+:class:`dqn_cli.envs.atari._Preprocessing`), so their episodes continue exactly across a resume.
+Other envs (MinAtar, the C++ threads of the ``ale`` and ``envpool`` backends, whose state Python
+cannot read) return None here and start fresh episodes (docs/resume.md says what continues, and
+when a resume is exact).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ def capture_envs(envs, stacker, env_cfg: EnvConfig) -> dict | None:
     """The training envs' simulator state and the agent's stacked observations, as
     tensors, lists and numbers; None where the envs cannot be restored exactly
     (see the module docstring). Call between steps (the vector env idle)."""
+    if env_cfg.kind == "atari" and env_cfg.vectorization in ("sync", "async"):
+        return _capture_atari(envs, stacker)
     if env_cfg.kind != "classic" or env_cfg.vectorization == "envpool":
         return None
     units = envs.get_attr("unwrapped")  # async: the small env objects pickled back from the workers
@@ -44,6 +49,8 @@ def capture_envs(envs, stacker, env_cfg: EnvConfig) -> dict | None:
 def restore_envs(envs, stacker, saved: dict | None) -> bool:
     """Put the envs (already reset) and the frame stacks back where :func:`capture_envs`
     found them; False (nothing changed) when there is nothing to restore."""
+    if saved and saved.get("kind") == "atari":
+        return _restore_atari(envs, stacker, saved)
     if not saved or saved.get("kind") != "classic_control":
         return False
     units = envs.get_attr("unwrapped")
@@ -61,6 +68,32 @@ def restore_envs(envs, stacker, saved: dict | None) -> bool:
     envs.set_attr("np_random", generators)
     if saved["elapsed_steps"] is not None:
         envs.set_attr("_elapsed_steps", list(saved["elapsed_steps"]))
+    stacker.obs[...] = saved["obs"].numpy()
+    return True
+
+
+def _capture_atari(envs, stacker) -> dict:
+    """Each env's ``resume_state`` (its game's emulator and wrapper), the protocol's lives and the
+    stacked observations, as tensors, strings and numbers."""
+    base = envs.unwrapped  # the Sync/AsyncVectorEnv under the protocol's wrapper
+    states = []
+    for state in base.get_attr("resume_state"):
+        states.append({k: _plain_value(v) if isinstance(v, np.ndarray) else v for k, v in state.items()})
+    return {
+        "kind": "atari",
+        "games": list(base.get_attr("game_id")),
+        "states": states,
+        "lives": torch.from_numpy(np.array(envs.lives, copy=True)),
+        "obs": torch.from_numpy(np.array(stacker.obs, copy=True)),
+    }
+
+
+def _restore_atari(envs, stacker, saved: dict) -> bool:
+    base = envs.unwrapped
+    if list(base.get_attr("game_id")) != saved["games"] or tuple(saved["obs"].shape) != stacker.obs.shape:
+        return False
+    base.set_attr("resume_state", [{k: _array_value(v) for k, v in state.items()} for state in saved["states"]])
+    envs.lives[...] = saved["lives"].numpy()
     stacker.obs[...] = saved["obs"].numpy()
     return True
 

@@ -198,8 +198,8 @@ class ReplayBuffer:
         """Make the buffer agree with the envs of a resumed run, before its first ``add``.
 
         stacks: (E, S, *frame_shape), the observations the envs resume from.
-        continued: True when the envs' episodes continue exactly (classic envs restored by
-            envs.snapshot.restore_envs); False when they start fresh (Atari, other envs).
+        continued: True when the envs' episodes continue exactly (classic-control or Atari envs restored by
+            envs.snapshot.restore_envs); False when they start fresh (other envs and backends).
 
         Fresh episodes: an episode a restored buffer left open would run on into
         the new one (its n-step windows, bootstraps and stacks), so it ends here,
