@@ -3,7 +3,10 @@
 # preset's values (100k agent steps, 100 evaluation episodes at the end) for each game and seed,
 # each finished run's small files copied into results/atari100k/ALGO/GAME/seed_S/ (summary.json,
 # evals.csv, episodes.csv, config.yaml). Runs already there are skipped, so the benchmark grows
-# across sessions: run it again and it does what is missing. Then the tables and figures:
+# across sessions: run it again and it does what is missing. A run that was stopped (Ctrl-C, a
+# kill, the machine's session ending) resumes from its last checkpoint, which holds the replay
+# buffer and the emulator's state (checkpoint.save_replay=true every 5,000 steps): the resumed run
+# is the uninterrupted one, to the bit (docs/resume.md). Then the tables and figures:
 # scripts/atari100k.sh --plot-only
 #
 #   scripts/atari100k.sh                                   # drq_eps, the first tranche: 8 games x seeds 1-3
@@ -27,10 +30,17 @@ if [ "${1:-}" != "--plot-only" ]; then
       dest="$OUT/$ALGO/$game/seed_$seed"
       if [ -f "$dest/summary.json" ]; then echo "have $dest"; continue; fi
       run="outputs/atari100k/${ALGO}_${game}_seed_$seed"
-      rm -rf "$run"
-      # shellcheck disable=SC2086
-      "$DQN" train env=atari100k algo="$ALGO" env.game="$game" seed="$seed" torch_threads="$THREADS" \
-        progress=log ${EXTRA:-} hydra.run.dir="$run"
+      if [ -f "$run/summary.json" ]; then
+        echo "finished $run"
+      elif [ -f "$run/checkpoints/last.pt" ]; then
+        "$DQN" train resume="$run" progress=log
+      else
+        rm -rf "$run"
+        # shellcheck disable=SC2086
+        "$DQN" train env=atari100k algo="$ALGO" env.game="$game" seed="$seed" torch_threads="$THREADS" \
+          progress=log checkpoint.every=5000 checkpoint.keep=1 checkpoint.save_replay=true ${EXTRA:-} \
+          hydra.run.dir="$run"
+      fi
       "$PYTHON" scripts/collect_results.py "$run" "$OUT/$ALGO/$game"
     done
   done

@@ -330,6 +330,13 @@ def test_an_atari_100k_run_resumed_is_the_run_uninterrupted(tmp_path, algo):
     assert x["episode_stats"] == y["episode_stats"]
     assert x["counters"]["updates"] == y["counters"]["updates"] > 0
     np.testing.assert_array_equal(x["envs"]["obs"].numpy(), y["envs"]["obs"].numpy())
+    # and checkpoints with the replay and the emulator in them change nothing of the run itself
+    plain = tmp_path / "plain"
+    base = [a for a in args if not a.startswith("checkpoint.")]
+    assert run_dqn("train", *base, "total_steps=96", f"hydra.run.dir={plain}", timeout=300).returncode == 0
+    z = torch.load(plain / "checkpoints" / "last.pt", weights_only=True)
+    for name, value in x["agent"]["q_network"].items():
+        assert torch.equal(value, z["agent"]["q_network"][name]), f"q_network.{name} with checkpoints"
 
 
 # ------------------------------------------------------------------ human-normalised scores
