@@ -6,7 +6,8 @@
 # across sessions: run it again and it does what is missing. A run that was stopped (Ctrl-C, a
 # kill, the machine's session ending) resumes from its last checkpoint, which holds the replay
 # buffer and the emulator's state (checkpoint.save_replay=true every 5,000 steps): the resumed run
-# is the uninterrupted one, to the bit (docs/resume.md). Then the tables and figures:
+# is the uninterrupted one, to the bit (docs/resume.md). A stop that cannot be resumed exactly
+# (scripts/resumable.py says why) starts the run again. Then the tables and figures:
 # scripts/atari100k.sh --plot-only
 #
 #   scripts/atari100k.sh                                   # drq_eps, the first tranche: 8 games x seeds 1-3
@@ -32,9 +33,9 @@ if [ "${1:-}" != "--plot-only" ]; then
       run="outputs/atari100k/${ALGO}_${game}_seed_$seed"
       if [ -f "$run/summary.json" ]; then
         echo "finished $run"
-      elif [ -f "$run/checkpoints/last.pt" ]; then
+      elif [ -f "$run/checkpoints/last.pt" ] && "$PYTHON" scripts/resumable.py "$run"; then
         "$DQN" train resume="$run" progress=log
-      else
+      else  # new, or a stop that cannot be resumed exactly: from the start
         rm -rf "$run"
         # shellcheck disable=SC2086
         "$DQN" train env=atari100k algo="$ALGO" env.game="$game" seed="$seed" torch_threads="$THREADS" \

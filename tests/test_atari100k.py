@@ -4,12 +4,15 @@ and the benchmark's human-normalised scores and aggregates in `dqn plot`."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import compose, last_json_line, run_dqn, without
+from helpers import ROOT, compose, last_json_line, run_dqn, without
 
 from dqn_cli.config import NetworkConfig, OptimizerConfig
 from dqn_cli.core.agent import DQNAgent
@@ -317,6 +320,7 @@ def test_an_atari_100k_run_resumed_is_the_run_uninterrupted(tmp_path, algo):
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_dqn("train", *args, "total_steps=96", f"hydra.run.dir={straight}", timeout=300).returncode == 0
     assert run_dqn("train", *args, "total_steps=48", f"hydra.run.dir={split}", timeout=300).returncode == 0
+    replay_48 = shutil.copy(split / "checkpoints" / "replay.npz", tmp_path / "replay_48.npz")
     proc = run_dqn("train", f"resume={split}", "total_steps=96", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     x, y = (torch.load(d / "checkpoints" / "step_000000096.pt", weights_only=True) for d in (straight, split))
@@ -330,6 +334,23 @@ def test_an_atari_100k_run_resumed_is_the_run_uninterrupted(tmp_path, algo):
     assert x["episode_stats"] == y["episode_stats"]
     assert x["counters"]["updates"] == y["counters"]["updates"] > 0
     np.testing.assert_array_equal(x["envs"]["obs"].numpy(), y["envs"]["obs"].numpy())
+    # scripts/resumable.py (atari100k.sh resumes a stopped run only when it says yes): a finished
+    # run, a replay of another step than last.pt's, and a mid-run stop it can resume exactly
+    stopped = tmp_path / "stopped"
+    shutil.copytree(straight, stopped)
+    shutil.copy(straight / "checkpoints" / "step_000000048.pt", stopped / "checkpoints" / "last.pt")
+    verdicts = {}
+    for name in ("split", "stopped", "stopped with the replay of step 48"):
+        if name.startswith("stopped with"):
+            shutil.copy(replay_48, stopped / "checkpoints" / "replay.npz")
+        run = stopped if name.startswith("stopped") else split
+        proc = subprocess.run(
+            [sys.executable, "scripts/resumable.py", str(run)], capture_output=True, text=True, cwd=ROOT
+        )
+        verdicts[name] = (proc.returncode, proc.stdout.strip())
+    assert verdicts["split"] == (1, "not resumable exactly: it reached its total_steps (96)")  # (resumed to 96 above)
+    assert verdicts["stopped"] == (1, "not resumable exactly: its replay.npz is from env step 96, its last.pt from 48")
+    assert verdicts["stopped with the replay of step 48"] == (0, "")
     # and checkpoints with the replay and the emulator in them change nothing of the run itself
     plain = tmp_path / "plain"
     base = [a for a in args if not a.startswith("checkpoint.")]

@@ -2,7 +2,9 @@
 (``env=classic``, ``env.id=...``): ``gym.make`` by id, after importing ``env.imports``.
 
 One env kind of :data:`dqn_cli.envs.vector.KINDS`: :func:`describe`, :func:`make_env`,
-:func:`make_vector_env` (``sync``/``async`` Gymnasium vector envs, or EnvPool's).
+:func:`make_vector_env` (``sync``/``async`` Gymnasium vector envs, or EnvPool's), and
+:func:`capture_envs` / :func:`restore_envs` of Gymnasium's classic-control simulators for an exact
+resume.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium.vector import VectorEnv
 
 from dqn_cli.config import ConfigError, EnvConfig
+from dqn_cli.envs.snapshot import array_value, generator, plain_value
 from dqn_cli.envs.spec import EnvSpec
 from dqn_cli.envs.workers import gymnasium_vector_env
 
@@ -89,3 +93,49 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
 
         return classic_vector_env(cfg, num_envs)
     return gymnasium_vector_env([functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization)
+
+
+# ------------------------------------------------------------ the envs' state, for a checkpoint
+_EXACT_MODULE = "gymnasium.envs.classic_control."
+_SIM_ATTRS = ("state", "steps_beyond_terminated")  # a classic-control simulator's whole mutable state
+
+
+def capture_envs(envs, stacker, cfg: EnvConfig) -> dict | None:
+    """Gymnasium classic-control simulators (their whole state is a few plain attributes), their
+    generators and time limits, and the stacked observations; None for other envs and EnvPool's."""
+    if cfg.vectorization == "envpool":
+        return None
+    units = envs.get_attr("unwrapped")  # async: the small env objects pickled back from the workers
+    if not all(type(u).__module__.startswith(_EXACT_MODULE) for u in units):
+        return None
+    sim = {}
+    for attr in _SIM_ATTRS:
+        if all(hasattr(u, attr) for u in units):
+            sim[attr] = [plain_value(getattr(u, attr)) for u in units]
+    limited = all(envs.call("has_wrapper_attr", "_elapsed_steps"))
+    return {
+        "kind": "classic_control",
+        "env_type": type(units[0]).__name__,
+        "sim": sim,
+        "np_random": [u.np_random.bit_generator.state for u in units],
+        "elapsed_steps": [int(s) for s in envs.get_attr("_elapsed_steps")] if limited else None,
+        "obs": torch.from_numpy(np.array(stacker.obs, copy=True)),
+    }
+
+
+def restore_envs(envs, stacker, saved: dict) -> bool:
+    """:func:`capture_envs`'s state back into envs of the same type (already reset)."""
+    if saved.get("kind") != "classic_control":
+        return False
+    units = envs.get_attr("unwrapped")
+    if type(units[0]).__name__ != saved["env_type"] or len(units) != len(saved["np_random"]):
+        return False
+    if tuple(saved["obs"].shape) != stacker.obs.shape:
+        return False
+    for attr, values in saved["sim"].items():
+        envs.set_attr(attr, [array_value(v) for v in values])
+    envs.set_attr("np_random", [generator(state) for state in saved["np_random"]])
+    if saved["elapsed_steps"] is not None:
+        envs.set_attr("_elapsed_steps", list(saved["elapsed_steps"]))
+    stacker.obs[...] = saved["obs"].numpy()
+    return True

@@ -40,6 +40,24 @@ def env_kind(cfg: EnvConfig):
     return KINDS[cfg.kind]
 
 
+def capture_envs(envs, stacker, env_cfg: EnvConfig) -> dict | None:
+    """The training envs' simulator state and the agent's stacked observations, as tensors,
+    lists and numbers (the env kind's ``capture_envs``); None where the envs cannot be restored
+    exactly (envs.snapshot says which). Call between steps (the vector env idle)."""
+    capture = getattr(env_kind(env_cfg), "capture_envs", None)
+    return None if capture is None else capture(envs, stacker, env_cfg)
+
+
+def restore_envs(envs, stacker, saved: dict | None) -> bool:
+    """Put the envs (already reset) and the frame stacks back where :func:`capture_envs`
+    found them (the ``restore_envs`` of the kind whose state ``saved`` is: each checks its own
+    tag and the envs it is given); False (nothing changed) when none restores it."""
+    if not saved:
+        return False
+    kinds = (module for module in KINDS.values() if hasattr(module, "restore_envs"))
+    return any(module.restore_envs(envs, stacker, saved) for module in kinds)
+
+
 def env_factory(cfg: EnvConfig, render_mode: str | None = None) -> Callable[[], gym.Env]:
     """A picklable zero-argument callable making one (unvectorised) env."""
     return functools.partial(env_kind(cfg).make_env, cfg, render_mode=render_mode)

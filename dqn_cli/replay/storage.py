@@ -199,7 +199,7 @@ class ReplayBuffer:
 
         stacks: (E, S, *frame_shape), the observations the envs resume from.
         continued: True when the envs' episodes continue exactly (classic-control or Atari envs restored by
-            envs.snapshot.restore_envs); False when they start fresh (other envs and backends).
+            envs.vector.restore_envs); False when they start fresh (other envs and backends).
 
         Fresh episodes: an episode a restored buffer left open would run on into
         the new one (its n-step windows, bootstraps and stacks), so it ends here,

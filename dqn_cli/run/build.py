@@ -115,7 +115,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
     An env subprocess that dies inside the block surfaces as EnvWorkerDied, naming it.
     """
     spec, device, resume_state = checked.spec, checked.device, checked.resume_state
-    E = cfg.env.num_envs
+    E, shared_target = cfg.env.num_envs, shares_target(cfg)
     env_workers = E if cfg.env.vectorization in ("async", "ale", "envpool") else 0
     torch.set_num_threads(torch_threads_for(cfg.torch_threads, env_workers))
     keep_freed_memory()
@@ -154,7 +154,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
                     if cfg.network.augment
                     else None
                 ),
-                shared_target=shares_target(cfg),
+                shared_target=shared_target,
             )
             replay = build_replay(cfg, spec)
         epsilon, beta, learning_rate = (

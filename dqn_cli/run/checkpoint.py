@@ -15,7 +15,7 @@ then ``os.replace``d into place, so a kill -9 at any moment leaves the
 previous complete file. A write that fails (a full disk)
 raises :class:`CheckpointWriteError` and leaves the previous files as they were.
 
-``replay.npz`` is written after the model checkpoint and records the env step
+``replay.npz`` is written before the model checkpoint and records the env step
 it belongs to; a resume uses it only when that step is ``last.pt``'s.
 """
 

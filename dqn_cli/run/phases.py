@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from dqn_cli.envs.autoreset import info_array
-from dqn_cli.envs.snapshot import capture_envs
+from dqn_cli.envs.vector import capture_envs
 from dqn_cli.envs.workers import close_envs, deaf_workers
 from dqn_cli.errors import NonFiniteLoss
 from dqn_cli.run import checkpoint as ckpt
@@ -129,9 +129,12 @@ def save(run: Run) -> None:
     cfg, n = run.cfg, run.n
     if not all(bool(torch.isfinite(p).all()) for p in run.agent.q_network.parameters()):
         raise NonFiniteLoss(n.env_steps, float("nan"), "the network's parameters")
-    path = ckpt.save_checkpoint(run.run_dir / "checkpoints", n.env_steps, checkpoint_state(run), cfg.checkpoint.keep)
+    # the replay first (seconds for a large buffer), then the model files (a fraction of that): a
+    # kill between the two writes, which leaves a replay.npz of another step than last.pt's, is
+    # then rarely possible
     if cfg.checkpoint.save_replay and run.replay is not None:
         ckpt.save_replay(run.run_dir / "checkpoints", run.replay.state_dict(), n.env_steps)
+    path = ckpt.save_checkpoint(run.run_dir / "checkpoints", n.env_steps, checkpoint_state(run), cfg.checkpoint.keep)
     run.saved_step = n.env_steps
     run.logger.message(f"checkpoint {path}")
 

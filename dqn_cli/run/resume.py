@@ -7,9 +7,9 @@ restores the state into the rebuilt run.
 
 The run's saved ``.hydra/config.yaml`` is the config; the command line may only change what
 does not alter the experiment (budget, cadences, device, display), and a refused resume
-writes nothing. Classic-control envs are captured in the checkpoint and continue exactly;
-other envs (and EnvPool's, whose C++ state Python cannot read) start fresh episodes. What continues, and when a resume is bitwise exact:
-docs/resume.md in the repository.
+writes nothing. Classic-control envs and Atari envs on the sync and async backends are captured
+in the checkpoint and continue exactly; other envs start fresh episodes (envs.snapshot). What
+continues, and when a resume is bitwise exact: docs/resume.md in the repository.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dqn_cli.config import (
     to_train_config,
     validate,
 )
-from dqn_cli.envs.snapshot import restore_envs
+from dqn_cli.envs.vector import restore_envs
 from dqn_cli.files import UnreadableYaml, hydra_file, read_yaml_data
 from dqn_cli.run import checkpoint as ckpt
 from dqn_cli.run.state import Counters
@@ -186,7 +186,7 @@ def continue_run(
     (E, S, *frame_shape) the envs act on next.
 
     The envs start fresh episodes from seeds of their own (so a resumed run explores on), unless
-    :func:`~dqn_cli.envs.snapshot.restore_envs` puts them back exactly; either way no frame stack or
+    :func:`~dqn_cli.envs.vector.restore_envs` puts them back exactly; either way no frame stack or
     n-step window in replay spans the resume.
     """
     n = _restore(state, agent, replay, run_dir)
