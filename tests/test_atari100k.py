@@ -315,7 +315,7 @@ def test_an_atari_100k_run_resumed_is_the_run_uninterrupted(tmp_path, algo):
     optimizer and every generator (DrQ's shifts, the noisy nets') from theirs."""
     args = [
         f"algo={algo}", "env=atari100k", "env.game=Breakout", *without(without(TINY_100K, "total_steps"), "checkpoint.every"),
-        "checkpoint.every=48", "checkpoint.save_replay=true",
+        "checkpoint.every=48", "checkpoint.save_replay=true", "eval.every=96",  # (no evaluation before it)
     ]  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert run_dqn("train", *args, "total_steps=96", f"hydra.run.dir={straight}", timeout=300).returncode == 0

@@ -250,6 +250,15 @@ def test_resume_after_the_final_evaluation_needs_a_larger_budget(trained_run, tm
     assert snapshot(run) == before
 
 
+def test_replay_is_written_into_a_run_without_checkpoints_yet(tmp_path):
+    """The replay is written before the model files, so the run's first checkpoint makes the dir."""
+    from dqn_cli.run import checkpoint as ckpt
+
+    ckpt.save_replay(tmp_path / "run" / "checkpoints", {"a": np.arange(3)}, 5)
+    with ckpt.open_replay(tmp_path / "run" / "checkpoints") as (step, arrays):
+        assert step == 5 and arrays["a"].tolist() == [0, 1, 2]
+
+
 def test_checkpoint_replay_round_trip(tmp_path):
     """replay.npz is tagged with its env step and read back one array at a time."""
     from dqn_cli.replay.storage import ReplayBuffer

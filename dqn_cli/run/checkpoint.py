@@ -109,6 +109,7 @@ REPLAY_STEP_KEY = "checkpoint_env_steps"
 def save_replay(ckpt_dir: Path, arrays: dict[str, np.ndarray], step: int) -> Path:
     """The replay buffer's arrays, beside (not inside) the model checkpoints, tagged with ``step``."""
     path = Path(ckpt_dir) / "replay.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)  # (the run's first checkpoint writes this file first)
     _write(path, lambda f: np.savez(f, **arrays, **{REPLAY_STEP_KEY: np.array(step, dtype=np.int64)}))
     return path
 
