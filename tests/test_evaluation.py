@@ -55,6 +55,46 @@ def test_the_cap_cuts_episodes_and_counts_them():
     assert free.summary()["episodes_cut"] == 0 and max(free.lengths) < 400  # it fell: not cut
 
 
+class RandomLinear(torch.nn.Module):
+    """A fixed random linear Q-function of CartPole's 4 numbers (episodes of many lengths)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+        g = torch.Generator().manual_seed(3)
+        torch.nn.init.normal_(self.linear.weight, generator=g)
+        torch.nn.init.normal_(self.linear.bias, generator=g)
+
+    def forward(self, obs):
+        return self.linear(obs.reshape(obs.shape[0], -1).float())
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "async"])
+def test_envs_that_played_their_quota_sit_out_and_the_scores_are_the_same(vectorization):
+    """20 episodes on 4 envs (5 each), epsilon 0.3: the evaluation envs pause each env once it
+    has played its 5 (its game is not stepped again), and the scored episodes are, to the number,
+    those of envs that all play on (the same envs made without Pausable)."""
+    from dqn_cli.envs.vector import make_vector_env
+
+    cfg = EnvConfig(vectorization=vectorization)
+    spec = describe_env(cfg)
+    env_seeds, policy = eval_seeds(1, 4)
+    results = []
+    for pausable in (True, False):
+        # CartPole's training envs are its evaluation envs without Pausable
+        envs = make_eval_env(cfg, 4, 0) if pausable else make_vector_env(cfg, 4, 0, training=True)
+        assert bool(getattr(envs.unwrapped, "pausable", False)) == pausable
+        try:
+            results.append(evaluate(RandomLinear(), envs, spec, 20, env_seeds, policy, 0.3, torch.device("cpu")))
+            if pausable:
+                assert list(envs.unwrapped.get_attr("paused")) == [True] * 4  # each sat out after its 5
+        finally:
+            envs.close()
+    paused, played_on = results
+    assert paused.returns == played_on.returns and paused.lengths == played_on.lengths
+    assert len(set(paused.lengths)) > 3  # episodes of many lengths: envs finished their 5 at different times
+
+
 @pytest.fixture(scope="module")
 def capped_run(tmp_path_factory) -> Path:
     return train_run(tmp_path_factory, "capped", [*TINY, "eval.max_episode_steps=12"])

@@ -454,7 +454,9 @@ def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = T
 
         envs = atari_vector_env(cfg, num_envs, resolve_game(cfg.game)[0], max_frames(cfg))
     else:  # sync or async (config.py allows only the four)
-        envs = gymnasium_vector_env([functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization)
+        envs = gymnasium_vector_env(
+            [functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization, pausable=not training
+        )
     assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     return AtariProtocol(envs, training=training, episodic_life=cfg.episodic_life, clip_rewards=cfg.clip_rewards)
 

@@ -87,12 +87,15 @@ def describe(cfg: EnvConfig) -> EnvSpec:
 
 def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = True) -> VectorEnv:
     """``num_envs`` envs on ``cfg.vectorization``'s backend, autoreset SAME_STEP; not yet reset.
-    Training and evaluation envs are alike here (``seed`` and ``training`` are not used)."""
+    Training and evaluation envs are alike here but for the latter's :class:`~dqn_cli.envs.workers.Pausable`
+    (``seed`` is not used)."""
     if cfg.vectorization == "envpool":
         from dqn_cli.envs.envpool_backend import classic_vector_env
 
         return classic_vector_env(cfg, num_envs)
-    return gymnasium_vector_env([functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization)
+    return gymnasium_vector_env(
+        [functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization, pausable=not training
+    )
 
 
 # ------------------------------------------------------------ the envs' state, for a checkpoint

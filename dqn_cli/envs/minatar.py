@@ -155,6 +155,9 @@ def describe(cfg: EnvConfig):
 
 def make_vector_env(cfg: EnvConfig, num_envs: int, seed: int, training: bool = True) -> VectorEnv:
     """``num_envs`` MinAtar envs, ``sync`` or ``async``, autoreset SAME_STEP; not yet reset.
-    Training and evaluation envs are alike (``seed`` and ``training`` are not used here)."""
+    Training and evaluation envs are alike but for the latter's :class:`~dqn_cli.envs.workers.Pausable`
+    (``seed`` is not used here)."""
     resolve_game(cfg.game)  # a clear error before any process starts
-    return gymnasium_vector_env([functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization)
+    return gymnasium_vector_env(
+        [functools.partial(make_env, cfg) for _ in range(num_envs)], cfg.vectorization, pausable=not training
+    )

@@ -8,12 +8,14 @@ rather than waited for (gymnasium's close() would read from dead pipes).
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
+import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
 log = logging.getLogger("dqn")
@@ -22,12 +24,46 @@ log = logging.getLogger("dqn")
 WORKER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)
 
 
-def gymnasium_vector_env(fns: list, vectorization: str) -> VectorEnv:
+def gymnasium_vector_env(fns: list, vectorization: str, pausable: bool = False) -> VectorEnv:
     """Gymnasium's vector env of the env factories ``fns`` (picklable zero-argument callables),
-    autoreset SAME_STEP: ``async``, one ``spawn`` subprocess each; ``sync``, all in this process."""
+    autoreset SAME_STEP: ``async``, one ``spawn`` subprocess each; ``sync``, all in this process.
+    ``pausable``: each env in a :class:`Pausable` (evaluation envs), and the vector env says so
+    (its ``pausable`` attribute)."""
+    if pausable:
+        fns = [functools.partial(_pausable, fn) for fn in fns]
     if vectorization == "async":
-        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")
-    return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        envs: VectorEnv = AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP, context="spawn")
+    else:
+        envs = SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    envs.pausable = pausable
+    return envs
+
+
+class Pausable(gym.Wrapper):
+    """An env that can sit out: while ``paused`` (set through the vector env's ``set_attr``) a
+    step returns its last observation, no reward and no end, without stepping the game. An
+    evaluation's env that has played its quota of episodes waits so, instead of playing more
+    episodes that nobody scores (on Atari, up to 27,000 steps of one more game)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.paused = False
+        self._last = None
+
+    def reset(self, **kwargs):
+        self.paused = False
+        self._last, info = self.env.reset(**kwargs)
+        return self._last, info
+
+    def step(self, action):
+        if self.paused:
+            return self._last, 0.0, False, False, {}
+        self._last, reward, terminated, truncated, info = self.env.step(action)
+        return self._last, reward, terminated, truncated, info
+
+
+def _pausable(fn) -> Pausable:
+    return Pausable(fn())
 
 
 def dead_workers_text(err: BaseException, env_cfg, envs=None, eval_envs=None) -> str:

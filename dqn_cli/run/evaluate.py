@@ -113,6 +113,10 @@ def evaluate(
     playing: list[list[int]] = [[] for _ in range(n)]  # record_actions: each env's current episode
     if record_actions:
         result.env_seeds = list(env_seeds)
+    # sync/async evaluation envs (gymnasium_vector_env(pausable=True)): one that has played its
+    # quota stops stepping its game; every env still acts, so the draws and the scored episodes
+    # are those of envs that all play on
+    pausable, paused = bool(getattr(envs.unwrapped, "pausable", False)), np.zeros(n, dtype=bool)
     was_training = q_network.training
     q_network.eval()
     try:
@@ -140,6 +144,10 @@ def evaluate(
                     if on_episode is not None:
                         on_episode(len(result.returns), episodes)
                 done_count[i] += 1
+            full = done_count >= quota
+            if pausable and (full & ~paused).any():  # envs that played their quota sit out the rest
+                paused = full
+                envs.unwrapped.set_attr("paused", paused.tolist())
             obs = stacker.step(frames, ended)
     finally:
         q_network.train(was_training)
