@@ -193,9 +193,9 @@ class _Preprocessing(AtariPreprocessing):
     @property
     def resume_state(self) -> dict:
         """The env's whole state between steps, as plain data for a checkpoint: the emulator's
-        (ALE's serialized state, its random generator included: sticky actions), the no-op
-        draws' generator, the two screens the next frame is max-pooled with, the lives and the
-        frames played. Setting it puts an env of the same game back there exactly."""
+        (ALE's serialized state with its random generator), the no-op draws' generator, the two
+        screens the next frame is max-pooled with, the lives and the frames played. Setting it
+        puts an env of the same game back there, exactly where :func:`restores_exactly` says so."""
         return {
             "ale": np.frombuffer(self.ale.cloneState(include_rng=True).serialize(), dtype=np.uint8).copy(),
             "np_random": self.env.unwrapped.np_random.bit_generator.state,
