@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,21 @@ def test_overridden_keys_are_the_keys_the_command_line_set():
 
     given = ["optimizer.lr=3e-4", "env=minatar", "+search=cartpole", "hydra.run.dir=x", "seed=2", "seed=3"]
     assert overridden_keys(given) == ["optimizer.lr", "env.name", "seed"]
+
+
+def test_a_resumed_logger_goes_on_from_the_episodes_it_kept(tmp_path):
+    """The console's return(20) and the last-100 objective of a resumed run are those of the
+    uninterrupted run at the same step: the episodes logged up to the checkpoint count, later ones
+    (orphans of the stopped life) do not."""
+    first = RunLogger(tmp_path / "tb", total_steps=1000, progress="off")
+    returns = [float(i * i % 37) for i in range(130)]
+    for i, r in enumerate(returns):
+        first.episode(r, length=5, step=5 * (i + 1))
+    first.close()
+    resumed = RunLogger(tmp_path / "tb", total_steps=1000, start_step=500, progress="off")  # episodes 1-100 kept
+    assert resumed.mean_recent_return == pytest.approx(np.mean(returns[80:100]))
+    assert list(resumed.last_100_returns) == returns[:100]
+    resumed.episode(99.0, length=5, step=505)
+    assert resumed.mean_recent_return == pytest.approx(np.mean(returns[81:100] + [99.0]))
+    resumed.close()
+    assert RunLogger(tmp_path / "tb2", total_steps=10, progress="off").recent_returns == deque()

@@ -135,9 +135,11 @@ class RunLogger:
         self.evals_csv = CsvLog(Path(tb_dir).parent / "evals.csv", EVAL_FIELDS, start_step)
         self.episodes_csv = CsvLog(Path(tb_dir).parent / "episodes.csv", EPISODE_FIELDS, start_step)
         self.total_steps = total_steps
-        self.recent_returns: deque[float] = deque(maxlen=20)
+        # a resumed run's console return(20) and objective go on from the episodes it kept
+        kept = [float(r["return"]) for r in self.episodes_csv.kept]
+        self.recent_returns: deque[float] = deque(kept, maxlen=20)
         # the objective of a run without evaluations (eval.episodes=0)
-        self.last_100_returns: deque[float] = deque((float(r["return"]) for r in self.episodes_csv.kept), maxlen=100)
+        self.last_100_returns: deque[float] = deque(kept, maxlen=100)
         self._eval_note_time = 0.0
         self.episodes_logged = 0  # by this life of the run
         self.progress = progress
