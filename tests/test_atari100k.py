@@ -294,8 +294,33 @@ def test_trains_evaluates_on_several_envs_and_resumes(atari100k_runs, algo):
     # (eval.final_episodes, played on one env each)
     assert [int(e["env_step"]) for e in evals] == [24, 48, 64]
     assert [int(e["episodes"]) for e in evals] == [1, 3, 3]
+    log = (run_dir / "train.log").read_text()
+    assert "evaluating at step 24: 0/1 episodes on 1 env" in log and "at step 64: 0/3 episodes on 3 envs" in log
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ("augmentation" in state["agent"]) == (algo == "drq_eps")
+
+
+def test_the_final_100_episodes_are_played_on_20_envs_each_capped(tmp_path):
+    """The benchmark's score, eval.final_episodes=100 full games at the end, is played on 20 envs
+    at once, and every episode stops at the cap (27,000 agent steps in the preset; 30 here)."""
+    run_dir = tmp_path / "run"
+    changed = {"total_steps": 16, "learning_starts": 8, "eval.final_episodes": 100, "eval.max_episode_steps": 30}
+    args = [a for a in TINY_100K if a.split("=")[0] not in changed] + [f"{k}={v}" for k, v in changed.items()]
+    proc = run_dqn("train", "algo=drq_eps", "env=atari100k", "env.game=Breakout", *args, f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "evaluating at step 16: 0/100 episodes on 20 envs" in (run_dir / "train.log").read_text()
+    (final,) = [r for r in _csv_rows(run_dir / "evals.csv") if r["env_step"] == "16"]
+    # a Breakout agent of 16 steps rarely serves, and never loses 5 lives in 30 steps: all cut
+    assert (final["episodes"], final["episodes_cut"], float(final["mean_length"])) == ("100", "100", 30.0)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_eval_episodes_cut"] == 100
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def test_evaluates_and_films_the_trained_agent(atari100k_runs, tmp_path):

@@ -151,6 +151,12 @@ def test_the_readme_links_to_pages_that_exist():
     assert any(t.startswith("docs/") for t in targets)
     missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
     assert not missing, missing
+    # an anchor into a page names one of its headings, as GitHub and MkDocs slug them
+    for target in (t for t in targets if "#" in t):
+        page, anchor = target.split("#", 1)
+        headings = re.findall(r"^#+ (.+)$", (ROOT / page).read_text(), flags=re.MULTILINE)
+        slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+        assert anchor in slugs, f"{target}: no heading makes #{anchor} ({sorted(slugs)})"
 
 
 def test_the_figures_in_docs_img_are_the_ones_dqn_plot_wrote_under_results():

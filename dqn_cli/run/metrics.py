@@ -219,15 +219,17 @@ class RunLogger:
         )
         self.message(f"eval at step {step}: return {summary['mean_return']:.1f} +- {summary['std_return']:.1f}{cut}")
 
-    def evaluating(self, done: int, episodes: int, step: int) -> None:
-        """Progress of an evaluation in flight: on the bar, or a log line at most every 10 s (and at its start)."""
+    def evaluating(self, done: int, episodes: int, step: int, envs: int | None = None) -> None:
+        """Progress of an evaluation in flight: on the bar, or a log line at most every 10 s (and at
+        its start, which says on how many envs it plays, ``envs``)."""
         if self.bar is not None:
             self.bar.set_postfix_str(self._postfix(f" evaluating {done}/{episodes} episodes"), refresh=True)
             return
         now = time.perf_counter()
         if self.progress == "log" and (done == 0 or now - self._eval_note_time >= 10.0) and done < episodes:
             self._eval_note_time = now
-            log.info("evaluating at step %d: %d/%d episodes", step, done, episodes)
+            on = "" if envs is None else f" on {envs} env{'s' if envs > 1 else ''}"
+            log.info("evaluating at step %d: %d/%d episodes%s", step, done, episodes, on)
 
     def rates(self, step: int, updates: int) -> tuple[float, float]:
         """Env steps/s and updates/s since the last call."""

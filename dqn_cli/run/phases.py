@@ -80,7 +80,7 @@ def run_evaluation(run: Run, stop: StopRequest, final: bool = False) -> None:
             if run.eval_envs is None:
                 with deaf_workers(cfg.env.vectorization):
                     run.eval_envs = make_eval_env(cfg.env, episodes, policy_seed, cap)
-            logger.evaluating(0, episodes, n.env_steps)
+            logger.evaluating(0, episodes, n.env_steps, envs=run.eval_envs.num_envs)
             result = evaluate(
                 run.agent.q_network,
                 run.eval_envs,
