@@ -419,12 +419,16 @@ def test_dqn_plot_writes_the_benchmark_tables_and_profile(atari100k_runs, tmp_pa
     aggregate = (tmp_path / "atari_aggregate.md").read_text()
     assert "drq_eps (this tool)" in aggregate and "der (this tool)" in aggregate and "IQM" in aggregate
     assert (tmp_path / "atari_profile.png").stat().st_size > 0
-    costs = (tmp_path / "atari_costs.md").read_text().splitlines()[4:]  # one row per run, from its summary.json
+    runs = (tmp_path / "atari_runs.md").read_text().splitlines()[4:]  # one row per run, from its files
     for algo in ("der", "drq_eps"):
         summary = json.loads((atari100k_runs[algo] / "summary.json").read_text())
-        row = next(line for line in costs if line.startswith(f"| {algo} | {summary['env']} | {summary['seed']} |"))
+        row = next(line for line in runs if line.startswith(f"| {algo} | {summary['env']} | {summary['seed']} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[3] == f"{summary['wall_seconds'] / 60:.0f}"
-        assert cells[5] == f"{summary['wall_seconds'] / summary['update_seconds']:.2f}x"
-        assert cells[7].startswith(summary["cpu"])
-    assert len(costs) == 2
+        score = summary["final_eval_mean_return"]
+        random, human = {"Alien": (227.8, 7127.7), "Breakout": (1.7, 30.5)}[summary["env"]]
+        drq_eps = {"Alien": 865.16, "Breakout": 19.76}[summary["env"]]  # rliable's released runs' means
+        assert cells[3:6] == [f"{score:.1f}", f"{(score - random) / (human - random):.3f}", f"{score / drq_eps:.0%}"]
+        assert cells[6] == f"{summary['wall_seconds'] / 60:.0f}"
+        assert cells[8] == f"{summary['wall_seconds'] / summary['update_seconds']:.2f}x"
+        assert cells[10].startswith(summary["cpu"])
+    assert len(runs) == 2

@@ -10,7 +10,8 @@ For runs of ``env=atari100k`` (``env.suite``), ``dqn plot`` writes beside its us
   published aggregates;
 * a performance profile: the fraction of runs above each human-normalised score, with its
   95% band;
-* what each run cost: its wall time, the part in gradient steps and in evaluations, its CPU.
+* each run: its final score (raw, human-normalised, and as a share of DrQ(eps)'s published
+  score) and what it cost: its wall time, the part in gradient steps and in evaluations, its CPU.
 
 Human-normalised score: (score - random) / (human - random), with the random and human scores of
 each game as published. The aggregates and their intervals are rliable's (Agarwal et al. 2021,
@@ -138,33 +139,41 @@ def games_markdown(suite_list: list[Suite]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def costs_markdown(groups) -> str:
-    """What each Atari 100k run cost, from its summary.json: wall time, the part of it in gradient
-    steps and in evaluations, and the CPU it ran on (blank where a run predates that field)."""
+def runs_markdown(groups) -> str:
+    """Each Atari 100k run: its final score, human-normalised and as a share of DrQ(eps)'s
+    published score on its game, then what it cost from its summary.json: wall time, the part of it
+    in gradient steps and in evaluations, and the CPU it ran on (blank where a run predates that)."""
+    drq_eps = atari_scores.PUBLISHED["DrQ(eps)"]
     rows = []
     for g in groups:
         for r in g.runs:
-            if json.loads(r.config.get("env.suite", "null")) != "atari100k" or "wall_seconds" not in r.summary:
+            if json.loads(r.config.get("env.suite", "null")) != "atari100k" or not len(r.evals):
                 continue
             s = r.summary
             algo, seed = str(s.get("algo", "dqn")), int(s.get("seed", 0))
-            wall, updates = float(s["wall_seconds"]), float(s.get("update_seconds") or 0)
+            score = float(r.evals[-1, 1])  # the final evaluation, as the per-game table's
+            wall, updates = float(s.get("wall_seconds") or 0), float(s.get("update_seconds") or 0)
             cells = [
                 algo,
                 g.env,
                 str(seed),
-                f"{wall / 60:.0f}",
+                f"{score:.1f}",
+                f"{human_normalized(score, g.env):.3f}",
+                f"{score / drq_eps[g.env]:.0%}" if g.env in drq_eps else "n/a",
+                f"{wall / 60:.0f}" if wall else "",
                 f"{updates / 60:.0f}" if updates else "",  # (runs before update_seconds existed)
-                f"{wall / updates:.2f}x" if updates else "",
+                f"{wall / updates:.2f}x" if wall and updates else "",
                 f"{float(s.get('eval_seconds') or 0):.0f}",
                 f"{s['cpu']}, {s['torch_threads']} torch thread(s)" if s.get("cpu") else "",
             ]
             rows.append((algo, g.env, seed, "| " + " | ".join(cells) + " |"))
     lines = [
-        "Atari 100k: what each run cost (the whole run's wall time; of it, the gradient steps and the evaluations)",
+        "Atari 100k: each run's final score (100 episodes at the end) and what it cost (the whole run's"
+        " wall time; of it, the gradient steps and the evaluations)",
         "",
-        "| algo | game | seed | wall (min) | updates (min) | wall / updates | evaluations (s) | CPU |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| algo | game | seed | score | human-normalised | of DrQ(eps) (published) | wall (min) | updates (min)"
+        " | wall / updates | evaluations (s) | CPU |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     return "\n".join(lines + [row for *_, row in sorted(rows)]) + "\n"
 
@@ -239,17 +248,17 @@ def draw_profile(suite_list: list[Suite], out, seed: int = 0) -> None:
 
 
 def write(groups, out) -> list:
-    """Write ``OUT_games.md``, ``OUT_aggregate.md``, ``OUT_costs.md`` and ``OUT_profile.png``
+    """Write ``OUT_games.md``, ``OUT_aggregate.md``, ``OUT_runs.md`` and ``OUT_profile.png``
     beside the plot's PNG ``out`` when the groups hold Atari 100k runs; returns the paths written
     (none otherwise)."""
     suite_list = [s for s in suites(groups) if s.scores]
     if not suite_list:
         return []
     stem = out.with_suffix("")
-    paths = [stem.with_name(stem.name + f"_{table}.md") for table in ("games", "aggregate", "costs")]
+    paths = [stem.with_name(stem.name + f"_{table}.md") for table in ("games", "aggregate", "runs")]
     paths[0].write_text(games_markdown(suite_list))
     paths[1].write_text(aggregate_markdown(suite_list, interval_estimates(suite_list)))
-    paths[2].write_text(costs_markdown(groups))
+    paths[2].write_text(runs_markdown(groups))
     profile = stem.with_name(stem.name + "_profile.png")
     draw_profile(suite_list, profile)
     return paths + [profile]
