@@ -111,7 +111,7 @@ class ScheduleConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"  # adam | adamw | rmsprop
+    name: str = "adam"  # adam | adamw | radam | rmsprop
     lr: float = 1e-3  # learning rate (at env step 0 when annealed)
     lr_end: Optional[float] = None  # linear annealing to this rate at lr_decay_steps; None = lr throughout
     lr_decay_steps: Optional[int] = None  # env steps; None = the run's first total_steps (kept on resume)
