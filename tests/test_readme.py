@@ -30,6 +30,7 @@ ATARI_TINY = [
     "replay.capacity=2000",
     "eval.episodes=1",
     "eval.every=0",
+    "eval.final_episodes=1",  # (env=atari100k's final evaluation: 100 episodes)
     "checkpoint.every=0",
     "env.max_episode_steps=30",
     "env.num_envs=2",
@@ -87,7 +88,7 @@ def test_readme_command_runs(command, trained_run, tmp_path):
         assert (tmp_path / "sweep" / "summary.csv").is_file()
         return
     elif sub == "train":
-        atari = any(a.startswith("env=") and a.split("=")[1] in ("breakout", "pong", "atari") for a in args)
+        atari = any(a.startswith("env=") and a.split("=")[1] in ("breakout", "pong", "atari", "atari100k") for a in args)
         budget = ATARI_TINY if atari else TINY
         if any(a.startswith("resume=") for a in args):
             args = [a for a in args if not a.startswith("total_steps=")] + ["total_steps=600"]
