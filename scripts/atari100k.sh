@@ -13,7 +13,8 @@
 #   scripts/atari100k.sh                                   # drq_eps, the first tranche: 8 games x seeds 1-3
 #   GAMES="Alien Amidar" SEEDS=1 scripts/atari100k.sh      # some of them
 #   ALGO=der GAMES="Alien Amidar" SEEDS=1 scripts/atari100k.sh
-#   THREADS=1 scripts/atari100k.sh                         # one torch thread (two such jobs side by side)
+#   THREADS=1 scripts/atari100k.sh                         # one torch thread; start it twice for two at a
+#                                                          # time: each takes the runs the other has not
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DQN=${DQN:-.venv/bin/dqn}
@@ -24,13 +25,20 @@ GAMES=${GAMES:-Alien Amidar Assault Asterix BankHeist BattleZone Boxing Breakout
 SEEDS=${SEEDS:-1 2 3}
 THREADS=${THREADS:-0}
 OUT=${OUT:-results/atari100k}
+RUNS=${RUNS:-outputs/atari100k}   # the run dirs (checkpoints, TensorBoard): not committed
 
 if [ "${1:-}" != "--plot-only" ]; then
   for seed in $SEEDS; do   # seed-major: every game gets its first seed before any gets a second
     for game in $GAMES; do
       dest="$OUT/$ALGO/$game/seed_$seed"
       if [ -f "$dest/summary.json" ]; then echo "have $dest"; continue; fi
-      run="outputs/atari100k/${ALGO}_${game}_seed_$seed"
+      run="$RUNS/${ALGO}_${game}_seed_$seed"
+      # a claim on the run for as long as this script or its dqn process works on it (flock(1): the
+      # kernel drops it when both have exited), so a second copy of this script skips the run
+      # instead of starting it again over the first one's
+      mkdir -p "$RUNS"
+      exec 9>"$RUNS/.${ALGO}_${game}_seed_$seed.claim"
+      if ! flock -n 9; then echo "busy $run: another scripts/atari100k.sh has it"; exec 9>&-; continue; fi
       if [ -f "$run/summary.json" ]; then
         echo "finished $run"
       elif [ -f "$run/checkpoints/last.pt" ] && "$PYTHON" scripts/resumable.py "$run"; then
@@ -43,6 +51,7 @@ if [ "${1:-}" != "--plot-only" ]; then
           hydra.run.dir="$run"
       fi
       "$PYTHON" scripts/collect_results.py "$run" "$OUT/$ALGO/$game"
+      exec 9>&-
     done
   done
 fi

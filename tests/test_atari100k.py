@@ -4,6 +4,7 @@ and the benchmark's human-normalised scores and aggregates in `dqn plot`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -321,6 +322,36 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_the_benchmark_script_started_twice_shares_the_runs(tmp_path):
+    """scripts/atari100k.sh started twice at once (two runs at a time on two cores): each run is
+    trained by one of them, never started over by the other, collected once, and both end cleanly."""
+    tiny = [a for a in TINY_100K if a.split("=")[0] not in ("torch_threads", "progress")]
+    env = {
+        **os.environ,
+        "DQN": str(Path(sys.executable).with_name("dqn")),
+        "PYTHON": sys.executable,
+        "GAMES": "Alien Breakout",
+        "SEEDS": "1",
+        "THREADS": "1",
+        "OUT": str(tmp_path / "results"),
+        "RUNS": str(tmp_path / "runs"),
+        "EXTRA": " ".join(tiny),
+    }
+    script = str(ROOT / "scripts" / "atari100k.sh")
+    procs = [subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    procs.append(
+        subprocess.Popen(["bash", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    )
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    both = "".join(outputs)
+    for game in ("Alien", "Breakout"):
+        assert both.count(f"training {game} for 48 env steps") == 1, both  # started once, by one copy
+        summary = json.loads((tmp_path / "results" / "drq_eps" / game / "seed_1" / "summary.json").read_text())
+        assert summary["env"] == game and summary["total_steps"] == 48
+    assert (tmp_path / "results" / "atari100k_games.md").is_file()
 
 
 def test_evaluates_and_films_the_trained_agent(atari100k_runs, tmp_path):
