@@ -13,6 +13,7 @@
 #   scripts/atari100k.sh                                   # drq_eps, the first tranche: 8 games x seeds 1-3
 #   GAMES="Alien Amidar" SEEDS=1 scripts/atari100k.sh      # some of them
 #   ALGO=der GAMES="Alien Amidar" SEEDS=1 scripts/atari100k.sh
+#   GAMES=all scripts/atari100k.sh                         # the whole benchmark: its 26 games
 #   THREADS=1 scripts/atari100k.sh                         # one torch thread; start it twice for two at a
 #                                                          # time: each takes the runs the other has not
 set -euo pipefail
@@ -22,6 +23,9 @@ PYTHON=${PYTHON:-.venv/bin/python}
 ALGO=${ALGO:-drq_eps}
 # The first 8 of the 26 games in alphabetical order: picked by name, not by results.
 GAMES=${GAMES:-Alien Amidar Assault Asterix BankHeist BattleZone Boxing Breakout}
+if [ "$GAMES" = all ]; then
+  GAMES=$("$PYTHON" -c "from dqn_cli.config import ATARI_100K_GAMES as G; print(' '.join(G))")
+fi
 SEEDS=${SEEDS:-1 2 3}
 THREADS=${THREADS:-0}
 OUT=${OUT:-results/atari100k}
