@@ -30,6 +30,12 @@ SEEDS=${SEEDS:-1 2 3}
 THREADS=${THREADS:-0}
 OUT=${OUT:-results/atari100k}
 RUNS=${RUNS:-outputs/atari100k}   # the run dirs (checkpoints, TensorBoard): not committed
+mkdir -p "$RUNS"
+# Two copies of this script may run at once: each claims a run for as long as it (or its dqn
+# process) works on it, and copying results and plotting them take one shared lock, so neither
+# copy reads files the other is half-way through writing (flock(1), util-linux).
+command -v flock > /dev/null || { echo "scripts/atari100k.sh: needs flock(1) (util-linux)" >&2; exit 1; }
+results_locked() { flock "$RUNS/.results.lock" "$@"; }
 
 if [ "${1:-}" != "--plot-only" ]; then
   for seed in $SEEDS; do   # seed-major: every game gets its first seed before any gets a second
@@ -37,12 +43,12 @@ if [ "${1:-}" != "--plot-only" ]; then
       dest="$OUT/$ALGO/$game/seed_$seed"
       if [ -f "$dest/summary.json" ]; then echo "have $dest"; continue; fi
       run="$RUNS/${ALGO}_${game}_seed_$seed"
-      # a claim on the run for as long as this script or its dqn process works on it (flock(1): the
-      # kernel drops it when both have exited), so a second copy of this script skips the run
-      # instead of starting it again over the first one's
-      mkdir -p "$RUNS"
+      # the claim (the kernel drops it when this script and its dqn process have both exited):
+      # a second copy of this script skips the run instead of starting it over the first one's
       exec 9>"$RUNS/.${ALGO}_${game}_seed_$seed.claim"
-      if ! flock -n 9; then echo "busy $run: another scripts/atari100k.sh has it"; exec 9>&-; continue; fi
+      claimed=0; flock -n 9 || claimed=$?
+      if [ "$claimed" -eq 1 ]; then echo "busy $run: another scripts/atari100k.sh has it"; exec 9>&-; continue; fi
+      if [ "$claimed" -ne 0 ]; then exit "$claimed"; fi
       if [ -f "$run/summary.json" ]; then
         echo "finished $run"
       elif [ -f "$run/checkpoints/last.pt" ] && "$PYTHON" scripts/resumable.py "$run"; then
@@ -54,7 +60,7 @@ if [ "${1:-}" != "--plot-only" ]; then
           progress=log checkpoint.every=5000 checkpoint.keep=1 checkpoint.save_replay=true ${EXTRA:-} \
           hydra.run.dir="$run"
       fi
-      "$PYTHON" scripts/collect_results.py "$run" "$OUT/$ALGO/$game"
+      results_locked "$PYTHON" scripts/collect_results.py "$run" "$OUT/$ALGO/$game"
       exec 9>&-
     done
   done
@@ -66,6 +72,6 @@ if [ -d "$OUT" ]; then
   # the dashed line of each game's panel: DrQ(eps)'s published score (dqn_cli/app/atari_scores.py)
   mapfile -t REFS < <("$PYTHON" -c "from dqn_cli.app.atari_scores import PUBLISHED as P
 for g, v in P['DrQ(eps)'].items(): print(f'--reference={g}={v}')")
-  "$DQN" plot "$OUT" --out "$OUT/atari100k.png" "${REFS[@]}" \
+  results_locked "$DQN" plot "$OUT" --out "$OUT/atari100k.png" "${REFS[@]}" \
     --title "Atari 100k, dqn train env=atari100k: evaluation return (10 episodes every 25k steps, 100 at the end)"
 fi

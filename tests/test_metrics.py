@@ -212,4 +212,6 @@ def test_a_resumed_logger_goes_on_from_the_episodes_it_kept(tmp_path):
     resumed.episode(99.0, length=5, step=505)
     assert resumed.mean_recent_return == pytest.approx(np.mean(returns[81:100] + [99.0]))
     resumed.close()
-    assert RunLogger(tmp_path / "tb2", total_steps=10, progress="off").recent_returns == deque()
+    fresh = RunLogger(tmp_path / "fresh" / "tb", total_steps=10, progress="off")
+    assert fresh.recent_returns == deque()
+    fresh.close()

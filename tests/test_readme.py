@@ -88,7 +88,9 @@ def test_readme_command_runs(command, trained_run, tmp_path):
         assert (tmp_path / "sweep" / "summary.csv").is_file()
         return
     elif sub == "train":
-        atari = any(a.startswith("env=") and a.split("=")[1] in ("breakout", "pong", "atari", "atari100k") for a in args)
+        atari = any(
+            a.startswith("env=") and a.split("=")[1] in ("breakout", "pong", "atari", "atari100k") for a in args
+        )
         budget = ATARI_TINY if atari else TINY
         if any(a.startswith("resume=") for a in args):
             args = [a for a in args if not a.startswith("total_steps=")] + ["total_steps=600"]

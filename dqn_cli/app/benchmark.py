@@ -72,6 +72,17 @@ class Suite:
         return games, np.array([[human_normalized(self.scores[g][i], g) for g in games] for i in range(k)])
 
 
+def finished(runs: list) -> list:
+    """The runs that reached their final evaluation (the benchmark's score: summary.json holds it);
+    a run still training, or stopped, has only its periodic evaluations so far."""
+    return [r for r in runs if r.summary.get("final_eval_mean_return") is not None and len(r.evals)]
+
+
+def seed_of(run) -> int:
+    """A finished run's seed, as its summary.json records it (the plot's config leaves seeds out)."""
+    return int(run.summary.get("seed", 0))
+
+
 def suites(groups) -> list[Suite]:
     """The plot's groups (one per env and configuration) gathered by configuration across games:
     runs of env.suite=atari100k only, labelled by their algo and what else tells them apart."""
@@ -83,8 +94,9 @@ def suites(groups) -> list[Suite]:
         key = tuple(sorted((k, v) for k, v in config.items() if k not in ("env.game", "env.id")))
         label = json.loads(config.get("algo", '"dqn"'))
         suite = by_config.setdefault(key, Suite(label, {}))
-        runs = sorted(g.runs, key=lambda r: json.loads(r.config.get("seed", "0")) if "seed" in r.config else 0)
-        suite.scores[g.env] = [float(r.evals[-1, 1]) for r in runs if len(r.evals)]
+        runs = sorted(finished(g.runs), key=seed_of)
+        if runs:
+            suite.scores[g.env] = [float(r.evals[-1, 1]) for r in runs]
     out = list(by_config.values())
     labels = [s.label for s in out]
     for i, s in enumerate(out):  # two configurations of one algo: number them
@@ -146,11 +158,11 @@ def runs_markdown(groups) -> str:
     drq_eps = atari_scores.PUBLISHED["DrQ(eps)"]
     rows = []
     for g in groups:
-        for r in g.runs:
-            if json.loads(r.config.get("env.suite", "null")) != "atari100k" or not len(r.evals):
+        for r in finished(g.runs):
+            if json.loads(r.config.get("env.suite", "null")) != "atari100k":
                 continue
             s = r.summary
-            algo, seed = str(s.get("algo", "dqn")), int(s.get("seed", 0))
+            algo, seed = str(s.get("algo", "dqn")), seed_of(r)
             score = float(r.evals[-1, 1])  # the final evaluation, as the per-game table's
             wall, updates = float(s.get("wall_seconds") or 0), float(s.get("update_seconds") or 0)
             cells = [
@@ -164,7 +176,7 @@ def runs_markdown(groups) -> str:
                 f"{updates / 60:.0f}" if updates else "",  # (runs before update_seconds existed)
                 f"{wall / updates:.2f}x" if wall and updates else "",
                 f"{float(s.get('eval_seconds') or 0):.0f}",
-                f"{s['cpu']}, {s['torch_threads']} torch thread(s)" if s.get("cpu") else "",
+                f"{s['cpu']}, {s.get('torch_threads', '?')} torch thread(s)" if s.get("cpu") else "",
             ]
             rows.append((algo, g.env, seed, "| " + " | ".join(cells) + " |"))
     lines = [
