@@ -461,6 +461,10 @@ def test_dqn_plot_writes_the_benchmark_tables_and_profile(atari100k_runs, tmp_pa
     assert breakout.split("|")[5].strip().endswith(", 1")  # drq_eps (mean [95% CI], runs): the finished run
     aggregate = (tmp_path / "atari_aggregate.md").read_text()
     assert "drq_eps (this tool)" in aggregate and "der (this tool)" in aggregate and "IQM" in aggregate
+    # the published agents on all the games run (Alien, Breakout), and on each configuration's own
+    der_alien = (739.9 - 227.8) / (7127.7 - 227.8)  # DER's published Alien, human-normalised
+    assert f"| DER (published per-game means, der's games: Alien) | 1 | - | {der_alien:.3f} |" in aggregate
+    assert "| DrQ(eps) (published per-game means, same games) | 2 |" in aggregate
     assert (tmp_path / "atari_profile.png").stat().st_size > 0
     runs = (tmp_path / "atari_runs.md").read_text().splitlines()[4:]  # one row per run, from its files
     for algo in ("der", "drq_eps"):

@@ -201,7 +201,8 @@ def published_on(games: list[str]) -> dict[str, np.ndarray]:
 
 def aggregate_markdown(suite_list: list[Suite], estimates: dict) -> str:
     """The aggregate table: this tool's configurations over the games they ran, the published
-    agents' per-game scores over the same games, and the published 26-game aggregates."""
+    agents' per-game scores over the same games (all those run, and each configuration's own set
+    where it is smaller), and the published 26-game aggregates."""
     names = ("IQM", "median", "mean", "optimality gap")
     lines = [
         "Atari 100k: human-normalised score over games (95% stratified bootstrap CI; optimality gap: lower is better)",
@@ -215,11 +216,19 @@ def aggregate_markdown(suite_list: list[Suite], estimates: dict) -> str:
         point, ci = estimates[s.label]
         cells = [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(4)]
         lines.append(f"| {s.label} (this tool) | {len(games)} | {matrix.shape[0]} | " + " | ".join(cells) + " |")
-    for name, point in published_on(games_run).items():
-        cells = [f"{v:.3f}" for v in point]
-        lines.append(
-            f"| {name} (published per-game means, same games) | {len(games_run)} | - | " + " | ".join(cells) + " |"
-        )
+    # the published agents over every game run here, and over each configuration's own games
+    # where it ran fewer (DER on 2 of the 8), so each row of this tool has its like-for-like
+    game_sets = [games_run] + [sorted(s.scores) for s in suite_list]
+    for i, games in enumerate(game_sets):
+        if games in game_sets[:i]:
+            continue
+        owners = [s.label for s in suite_list if sorted(s.scores) == games]
+        which = "same games" if i == 0 else f"{', '.join(owners)}'s games: {', '.join(games)}"
+        for name, point in published_on(games).items():
+            cells = [f"{v:.3f}" for v in point]
+            lines.append(
+                f"| {name} (published per-game means, {which}) | {len(games)} | - | " + " | ".join(cells) + " |"
+            )
     for name, table in atari_scores.PUBLISHED_AGGREGATES.items():
         cells = []
         for key in AGGREGATES:
