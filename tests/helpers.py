@@ -127,6 +127,14 @@ def load_replay(ckpt_dir: Path) -> dict | None:
         return None if saved is None else {k: saved[1][k] for k in saved[1]}
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file a run or sweep wrote (evals.csv, summary.csv), as dicts of strings."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def last_json_line(stdout: str) -> dict:
     lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
     return json.loads(lines[-1])

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, compose, last_json_line, run_dqn, without
+from helpers import ROOT, compose, last_json_line, read_csv, run_dqn, without
 
 from dqn_cli.config import NetworkConfig, OptimizerConfig
 from dqn_cli.core.agent import DQNAgent
@@ -310,18 +310,11 @@ def test_the_final_100_episodes_are_played_on_20_envs_each_capped(tmp_path):
     proc = run_dqn("train", "algo=drq_eps", "env=atari100k", "env.game=Breakout", *args, f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "evaluating at step 16: 0/100 episodes on 20 envs" in (run_dir / "train.log").read_text()
-    (final,) = [r for r in _csv_rows(run_dir / "evals.csv") if r["env_step"] == "16"]
+    (final,) = [r for r in read_csv(run_dir / "evals.csv") if r["env_step"] == "16"]
     # a Breakout agent of 16 steps rarely serves, and never loses 5 lives in 30 steps: all cut
     assert (final["episodes"], final["episodes_cut"], float(final["mean_length"])) == ("100", "100", 30.0)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_eval_episodes_cut"] == 100
-
-
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.skipif(shutil.which("flock") is None, reason="scripts/atari100k.sh needs flock(1) (util-linux)")

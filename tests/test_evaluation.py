@@ -3,24 +3,18 @@ progress lines, `eval.episodes=0`, per-episode returns, evals.csv and episodes.c
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, last_json_line, run_dqn, train_run
+from helpers import TINY, last_json_line, read_csv, run_dqn, train_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dqn_cli.config import EnvConfig
 from dqn_cli.envs.vector import describe_env
 from dqn_cli.run.evaluate import eval_seeds, evaluate, make_eval_env
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def scalars(tb_dir: Path, tag: str) -> list[tuple[int, float]]:

@@ -9,7 +9,6 @@ here asks for 1 CPU and 1 GB, and no GPU.
 
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, SWEEP_TINY, assert_no_repeated_or_forked_points, job_dirs, run_dqn
+from helpers import ROOT, SWEEP_TINY, assert_no_repeated_or_forked_points, job_dirs, read_csv, run_dqn
 from test_sweep import assert_complete_job
 
 pytestmark = pytest.mark.slurm
@@ -61,8 +60,7 @@ def slurm_sweep(tmp_path: Path, cluster: dict, *overrides: str, timeout: float =
 
 
 def table(sweep_dir: Path) -> list[dict]:
-    with open(sweep_dir / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv(sweep_dir / "summary.csv")
 
 
 def squeue_empty(cluster: dict) -> bool:

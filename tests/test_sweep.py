@@ -6,7 +6,6 @@ with budgets of a few hundred env steps; every sweep writes under tmp_path.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -14,13 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import job_dirs, run_dqn, sweep
+from helpers import job_dirs, read_csv, run_dqn, sweep
 from omegaconf import OmegaConf
 
 
 def table(sweep_dir: Path) -> list[dict]:
-    with open(sweep_dir / "summary.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv(sweep_dir / "summary.csv")
 
 
 def returns(sweep_dir: Path) -> list[float]:
