@@ -215,3 +215,25 @@ def test_a_resumed_logger_goes_on_from_the_episodes_it_kept(tmp_path):
     fresh = RunLogger(tmp_path / "fresh" / "tb", total_steps=10, progress="off")
     assert fresh.recent_returns == deque()
     fresh.close()
+
+
+def test_the_eta_is_paced_by_the_learning_steps_not_the_warm_up(tmp_path, monkeypatch, caplog):
+    """Warm-up steps only act and store; the ETA waits for one whole window of learning, then
+    counts the remaining steps at the mean pace since (evaluations included)."""
+    clock = [0.0]
+    monkeypatch.setattr("dqn_cli.run.metrics.time.perf_counter", lambda: clock[0])
+    logger = RunLogger(tmp_path / "tb", total_steps=10_000, progress="log")
+    lines = []
+    for step, seconds, learning in [(1000, 1.0, False), (2000, 20.0, True), (3000, 50.0, True), (4000, 100.0, True)]:
+        clock[0] = seconds
+        caplog.clear()
+        with caplog.at_level("INFO", logger="dqn"):
+            logger.status(step, epsilon=0.5, sps=1000.0, learning=learning)
+        lines.append(caplog.messages[-1])
+    logger.close()
+    assert [line.rsplit("eta ", 1)[1] for line in lines] == [
+        "?",  # the warm-up's pace (1,000 steps/s) says nothing of the rest
+        "?",  # learning began inside this window: it anchors the pace
+        "0:03:30",  # 7,000 steps left at 30 s per 1,000 steps since step 2000
+        "0:04:00",  # 6,000 steps left at 40 s per 1,000 (80 s for 2,000)
+    ]

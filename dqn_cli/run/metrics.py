@@ -167,8 +167,7 @@ class RunLogger:
         self._rate_step = start_step
         self._rate_updates = 0
         self._rate_time = time.perf_counter()
-        self._start_time = self._rate_time
-        self._start_step = start_step
+        self._eta_anchor: tuple[float, int] | None = None  # (time, env step) where the ETA's rate starts
 
     # ------------------------------------------------------------- scalars
     def scalar(self, tag: str, value: float, step: int) -> None:
@@ -307,9 +306,10 @@ class RunLogger:
                 self.bar.set_postfix_str(self._postfix(), refresh=False)
             self.bar.update(step - self.bar.n)
 
-    def status(self, step: int, epsilon: float, sps: float, extra: str = "") -> None:
+    def status(self, step: int, epsilon: float, sps: float, extra: str = "", learning: bool = True) -> None:
         """Refresh the bar's postfix, or print one plain log line.
 
+        ``learning``: whether gradient steps have begun (they set the ETA's pace).
         With the bar, the plain line still goes to the log file (not the terminal).
         """
         self.episodes_csv.flush()
@@ -320,9 +320,6 @@ class RunLogger:
         if self.bar is not None:
             self._epsilon = epsilon
             self.bar.set_postfix_str(self._postfix(extra), refresh=False)
-        elapsed = time.perf_counter() - self._start_time
-        done = step - self._start_step
-        eta = (self.total_steps - step) * elapsed / done if done > 0 else float("nan")
         log.info(
             "step %d/%d  %.0f steps/s  return(20) %.1f  eps %.3f  eta %s%s",
             step,
@@ -330,10 +327,23 @@ class RunLogger:
             sps,
             ret,
             epsilon,
-            _hms(eta),
+            _hms(self._eta(step, learning)),
             extra,
             extra={"file_only": self.bar is not None},
         )
+
+    def _eta(self, step: int, learning: bool) -> float:
+        """Seconds left at the mean pace since learning began, evaluations included; NaN ("?")
+        until one whole log window has learned. The warm-up's steps, which only act and store
+        (tens of times faster on Atari), would make it far too short."""
+        now = time.perf_counter()
+        if not learning:
+            return float("nan")
+        if self._eta_anchor is None:  # this window began in the warm-up: time the next ones
+            self._eta_anchor = (now, step)
+            return float("nan")
+        t0, step0 = self._eta_anchor
+        return (self.total_steps - step) * (now - t0) / (step - step0) if step > step0 else float("nan")
 
     def _postfix(self, extra: str = "") -> str:
         ret = self.mean_recent_return

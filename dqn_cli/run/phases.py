@@ -57,7 +57,7 @@ def log_status(run: Run, eps: float, info) -> None:
         )
         if run.replay is not None:
             logger.scalars(run.replay.metrics(), n.env_steps)
-    logger.status(n.env_steps, eps, sps)
+    logger.status(n.env_steps, eps, sps, learning=n.updates > 0)
 
 
 def run_evaluation(run: Run, stop: StopRequest, final: bool = False) -> None:
