@@ -50,7 +50,8 @@ def test_the_cap_cuts_episodes_and_counts_them():
 
 
 class RandomLinear(torch.nn.Module):
-    """A fixed random linear Q-function of CartPole's 4 numbers (episodes of many lengths)."""
+    """A fixed random linear Q-function of CartPole's 4 numbers (episodes of many lengths); it
+    keeps the batch size of every call (``batches``)."""
 
     def __init__(self):
         super().__init__()
@@ -58,28 +59,32 @@ class RandomLinear(torch.nn.Module):
         g = torch.Generator().manual_seed(3)
         torch.nn.init.normal_(self.linear.weight, generator=g)
         torch.nn.init.normal_(self.linear.bias, generator=g)
+        self.batches: list[int] = []
 
     def forward(self, obs):
+        self.batches.append(obs.shape[0])
         return self.linear(obs.reshape(obs.shape[0], -1).float())
 
 
 @pytest.mark.parametrize("vectorization", ["sync", "async"])
 def test_envs_that_played_their_quota_sit_out_and_the_scores_are_the_same(vectorization):
     """20 episodes on 4 envs (5 each), epsilon 0.3: the evaluation envs pause each env once it
-    has played its 5 (its game is not stepped again), and the scored episodes are, to the number,
-    those of envs that all play on (the same envs made without Pausable)."""
+    has played its 5 (its game is not stepped again, the network no longer values it), and the
+    scored episodes are, to the number, those of envs that all play on (the same envs made
+    without Pausable)."""
     from dqn_cli.envs.vector import make_vector_env
 
     cfg = EnvConfig(vectorization=vectorization)
     spec = describe_env(cfg)
     env_seeds, policy = eval_seeds(1, 4)
-    results = []
+    results, networks = [], []
     for pausable in (True, False):
         # CartPole's training envs are its evaluation envs without Pausable
         envs = make_eval_env(cfg, 4, 0) if pausable else make_vector_env(cfg, 4, 0, training=True)
         assert bool(getattr(envs.unwrapped, "pausable", False)) == pausable
+        networks.append(RandomLinear())
         try:
-            results.append(evaluate(RandomLinear(), envs, spec, 20, env_seeds, policy, 0.3, torch.device("cpu")))
+            results.append(evaluate(networks[-1], envs, spec, 20, env_seeds, policy, 0.3, torch.device("cpu")))
             if pausable:
                 assert list(envs.unwrapped.get_attr("paused")) == [True] * 4  # each sat out after its 5
         finally:
@@ -87,6 +92,9 @@ def test_envs_that_played_their_quota_sit_out_and_the_scores_are_the_same(vector
     paused, played_on = results
     assert paused.returns == played_on.returns and paused.lengths == played_on.lengths
     assert len(set(paused.lengths)) > 3  # episodes of many lengths: envs finished their 5 at different times
+    valued_paused, valued_all = networks[0].batches, networks[1].batches
+    assert set(valued_all) == {4} and set(valued_paused) == {1, 2, 3, 4}  # the last envs alone at the end
+    assert len(valued_paused) == len(valued_all)  # one call per vector step all the same
 
 
 @pytest.fixture(scope="module")

@@ -114,14 +114,23 @@ def evaluate(
     if record_actions:
         result.env_seeds = list(env_seeds)
     # sync/async evaluation envs (gymnasium_vector_env(pausable=True)): one that has played its
-    # quota stops stepping its game; every env still acts, so the draws and the scored episodes
-    # are those of envs that all play on
+    # quota stops stepping its game, and the network values only the envs still playing; every env
+    # still draws its exploration, so the draws and the scored episodes are those of envs that all
+    # play on
     pausable, paused = bool(getattr(envs.unwrapped, "pausable", False)), np.zeros(n, dtype=bool)
+
+    def q_values() -> torch.Tensor:  # (n, A); a paused env's row is 0 (its action is not played)
+        if not paused.any():
+            return q_network(torch.from_numpy(obs).to(device))
+        playing_envs = torch.from_numpy(~paused).to(device)
+        q = q_network(torch.from_numpy(obs[~paused]).to(device))
+        return q.new_zeros((n, q.shape[1])).index_put_((playing_envs,), q)
+
     was_training = q_network.training
     q_network.eval()
     try:
         while (done_count < quota).any():
-            actions = policy(lambda: q_network(torch.from_numpy(obs).to(device)), n, epsilon)
+            actions = policy(q_values, n, epsilon)
             if record_actions:
                 for i in np.flatnonzero(done_count < quota):
                     playing[i].append(int(actions[i]))
