@@ -472,3 +472,33 @@ def test_dqn_plot_writes_the_benchmark_tables_and_profile(atari100k_runs, tmp_pa
         assert cells[8] == f"{summary['wall_seconds'] / summary['update_seconds']:.2f}x"
         assert cells[10].startswith(summary["cpu"])
     assert len(runs) == 2
+
+
+def test_a_suite_growing_game_by_game_keeps_its_complete_blocks():
+    """8 games x 3 seeds, then a 9th game with 1: rliable needs as many runs in every game, so
+    the aggregate table has both the 3-run block of the 8 games and the 1-run block of all 9,
+    each beside the published agents on its own games."""
+    from dqn_cli.app import atari_scores
+    from dqn_cli.app.benchmark import Suite, aggregate, aggregate_markdown, human_normalized, interval_estimates
+
+    first8 = ["Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout"]
+    rng = np.random.default_rng(0)
+    scores = {g: [atari_scores.HUMAN[g] * f for f in rng.uniform(0.05, 0.6, 3)] for g in first8}
+    scores["ChopperCommand"] = [1200.0]
+    suite = Suite("drq_eps", scores)
+    three, one = suite.blocks()
+    assert (three.name, three.games, three.scores.shape) == ("drq_eps, 3 runs a game", first8, (3, 8))
+    assert one.name == "drq_eps, 1 run a game" and one.scores.shape == (1, 9)
+    assert one.games == sorted([*first8, "ChopperCommand"])
+    assert three.scores[2, 0] == pytest.approx(human_normalized(scores["Alien"][2], "Alien"))
+    assert one.scores[0, one.games.index("ChopperCommand")] == pytest.approx(human_normalized(1200.0, "ChopperCommand"))
+    assert suite.matrix()[1].shape == (3, 8)  # the profile's: the block with the most scores
+    estimates = interval_estimates([suite])
+    assert estimates["drq_eps, 3 runs a game"][0] == pytest.approx(aggregate(three.scores))
+    table = aggregate_markdown([suite], estimates)
+    assert "| drq_eps, 3 runs a game (this tool) | 8 | 3 |" in table
+    assert "| drq_eps, 1 run a game (this tool) | 9 | 1 |" in table
+    assert "(published per-game means, same games) | 9 |" in table  # all the games run
+    assert "(published per-game means, drq_eps, 3 runs a game's games: Alien, " in table
+    one_block = Suite("der", {"Alien": [634.3], "Amidar": [86.5]})  # one block: named as before
+    assert [b.name for b in one_block.blocks()] == ["der"]

@@ -64,12 +64,33 @@ class Suite:
     label: str
     scores: dict[str, list[float]]  # game -> final raw score of each seed, by seed
 
+    def blocks(self) -> list[Block]:
+        """The score matrices rliable can take: one per number of runs ``c`` some game has, of
+        every game with at least ``c`` runs, its first ``c`` seeds (the stratified bootstrap
+        needs as many runs in every game); the most runs first. A suite growing game by game
+        (8 games x 3 seeds, then a 9th with 1) keeps its 8 x 3 beside the 9 x 1."""
+        counts = sorted({len(v) for v in self.scores.values()}, reverse=True)
+        out = []
+        for c in counts:
+            games = sorted(g for g, v in self.scores.items() if len(v) >= c)
+            matrix = np.array([[human_normalized(self.scores[g][i], g) for g in games] for i in range(c)])
+            name = self.label if len(counts) == 1 else f"{self.label}, {c} run{'s' if c > 1 else ''} a game"
+            out.append(Block(name, games, matrix))
+        return out
+
     def matrix(self) -> tuple[list[str], np.ndarray]:
-        """(games, human-normalised scores (runs, games)): the first k seeds of each game, k the
-        fewest any game has (rliable's stratified bootstrap needs as many runs in every game)."""
-        games = sorted(self.scores)
-        k = min(len(self.scores[g]) for g in games)
-        return games, np.array([[human_normalized(self.scores[g][i], g) for g in games] for i in range(k)])
+        """(games, human-normalised scores (runs, games)) of the block with the most scores."""
+        best = max(self.blocks(), key=lambda b: (b.scores.size, len(b.games)))
+        return best.games, best.scores
+
+
+@dataclass
+class Block:
+    """Human-normalised scores of one configuration: ``scores`` (runs, games), float64."""
+
+    name: str  # the configuration's label, with its runs per game when it has several blocks
+    games: list[str]
+    scores: np.ndarray
 
 
 def finished(runs: list) -> list:
@@ -106,13 +127,14 @@ def suites(groups) -> list[Suite]:
 
 
 def interval_estimates(suite_list: list[Suite], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """label -> (aggregates (4,), 95% intervals (2, 4)) by rliable's stratified bootstrap."""
+    """Block name -> (aggregates (4,), 95% intervals (2, 4)) by rliable's stratified bootstrap,
+    for every block of every suite (:meth:`Suite.blocks`)."""
     from rliable import library
 
     np.random.seed(seed)  # (rliable draws from numpy's global generator)
-    scores = {s.label: s.matrix()[1] for s in suite_list}
+    scores = {b.name: b.scores for s in suite_list for b in s.blocks()}
     points, intervals = library.get_interval_estimates(scores, aggregate, reps=REPS)
-    return {label: (points[label], intervals[label]) for label in scores}
+    return {name: (points[name], intervals[name]) for name in scores}
 
 
 def games_markdown(suite_list: list[Suite]) -> str:
@@ -211,18 +233,18 @@ def aggregate_markdown(suite_list: list[Suite], estimates: dict) -> str:
         "| --- | ---: | ---: | " + " | ".join("---" for _ in names) + " |",
     ]
     games_run = sorted({g for s in suite_list for g in s.scores})
-    for s in suite_list:
-        games, matrix = s.matrix()
-        point, ci = estimates[s.label]
+    blocks = [b for s in suite_list for b in s.blocks()]
+    for b in blocks:
+        point, ci = estimates[b.name]
         cells = [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(4)]
-        lines.append(f"| {s.label} (this tool) | {len(games)} | {matrix.shape[0]} | " + " | ".join(cells) + " |")
-    # the published agents over every game run here, and over each configuration's own games
-    # where it ran fewer (DER on 2 of the 8), so each row of this tool has its like-for-like
-    game_sets = [games_run] + [sorted(s.scores) for s in suite_list]
+        lines.append(f"| {b.name} (this tool) | {len(b.games)} | {b.scores.shape[0]} | " + " | ".join(cells) + " |")
+    # the published agents over every game run here, and over each block's own games where it
+    # has fewer (DER on 2 of the 8), so each row of this tool has its like-for-like
+    game_sets = [games_run] + [b.games for b in blocks]
     for i, games in enumerate(game_sets):
         if games in game_sets[:i]:
             continue
-        owners = [s.label for s in suite_list if sorted(s.scores) == games]
+        owners = [b.name for b in blocks if b.games == games]
         which = "same games" if i == 0 else f"{', '.join(owners)}'s games: {', '.join(games)}"
         for name, point in published_on(games).items():
             cells = [f"{v:.3f}" for v in point]
@@ -252,11 +274,14 @@ def draw_profile(suite_list: list[Suite], out, seed: int = 0) -> None:
 
     np.random.seed(seed)
     taus = np.linspace(0.0, 2.0, 81)
-    scores = {s.label: s.matrix()[1] for s in suite_list}
+    scores = {s.label: s.matrix()[1] for s in suite_list}  # each configuration's largest block
     profiles, cis = library.create_performance_profile(scores, taus, reps=REPS)
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for label in scores:
-        (line,) = ax.plot(taus, profiles[label], label=f"{label} ({scores[label].shape[1]} games)")
+        runs, games = scores[label].shape
+        (line,) = ax.plot(
+            taus, profiles[label], label=f"{label} ({games} games, {runs} run{'s' if runs > 1 else ''} each)"
+        )
         ax.fill_between(taus, cis[label][0], cis[label][1], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("human-normalised score (tau)")
     ax.set_ylabel("fraction of runs with score > tau")
