@@ -456,7 +456,7 @@ def test_dqn_plot_writes_the_benchmark_tables_and_profile(atari100k_runs, tmp_pa
     assert "drq_eps (this tool)" in aggregate and "der (this tool)" in aggregate and "IQM" in aggregate
     # the published agents on all the games run (Alien, Breakout), and on each configuration's own
     der_alien = (739.9 - 227.8) / (7127.7 - 227.8)  # DER's published Alien, human-normalised
-    assert f"| DER (published per-game means, der's games: Alien) | 1 | - | {der_alien:.3f} |" in aggregate
+    assert f"| DER (published per-game means, the games of der: Alien) | 1 | - | {der_alien:.3f} |" in aggregate
     assert "| DrQ(eps) (published per-game means, same games) | 2 |" in aggregate
     assert (tmp_path / "atari_profile.png").stat().st_size > 0
     runs = (tmp_path / "atari_runs.md").read_text().splitlines()[4:]  # one row per run, from its files
@@ -487,18 +487,25 @@ def test_a_suite_growing_game_by_game_keeps_its_complete_blocks():
     scores["ChopperCommand"] = [1200.0]
     suite = Suite("drq_eps", scores)
     three, one = suite.blocks()
-    assert (three.name, three.games, three.scores.shape) == ("drq_eps, 3 runs a game", first8, (3, 8))
-    assert one.name == "drq_eps, 1 run a game" and one.scores.shape == (1, 9)
+    assert (three.key, three.owner, three.games, three.scores.shape) == (
+        "drq_eps|3",
+        "drq_eps with 3 runs",
+        first8,
+        (3, 8),
+    )
+    assert (one.key, one.owner, one.scores.shape) == ("drq_eps|1", "drq_eps with 1 run", (1, 9))
     assert one.games == sorted([*first8, "ChopperCommand"])
     assert three.scores[2, 0] == pytest.approx(human_normalized(scores["Alien"][2], "Alien"))
     assert one.scores[0, one.games.index("ChopperCommand")] == pytest.approx(human_normalized(1200.0, "ChopperCommand"))
     assert suite.matrix()[1].shape == (3, 8)  # the profile's: the block with the most scores
     estimates = interval_estimates([suite])
-    assert estimates["drq_eps, 3 runs a game"][0] == pytest.approx(aggregate(three.scores))
+    assert estimates["drq_eps|3"][0] == pytest.approx(aggregate(three.scores))
     table = aggregate_markdown([suite], estimates)
-    assert "| drq_eps, 3 runs a game (this tool) | 8 | 3 |" in table
-    assert "| drq_eps, 1 run a game (this tool) | 9 | 1 |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| drq_eps (this tool) |")]
+    assert [row.split(" | ")[1:3] for row in rows] == [["8", "3"], ["9", "1"]]
+    assert rows[0].count("[") == 4 and rows[1].count("[") == 0  # one run a game: no interval to show
+    assert f"| {aggregate(one.scores)[0]:.3f} |" in rows[1]
     assert "(published per-game means, same games) | 9 |" in table  # all the games run
-    assert "(published per-game means, drq_eps, 3 runs a game's games: Alien, " in table
-    one_block = Suite("der", {"Alien": [634.3], "Amidar": [86.5]})  # one block: named as before
-    assert [b.name for b in one_block.blocks()] == ["der"]
+    assert "(published per-game means, the games of drq_eps with 3 runs: Alien, Amidar, " in table
+    one_block = Suite("der", {"Alien": [634.3], "Amidar": [86.5]})  # one block: its games are der's
+    assert [b.owner for b in one_block.blocks()] == ["der"]

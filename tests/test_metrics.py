@@ -237,3 +237,13 @@ def test_the_eta_is_paced_by_the_learning_steps_not_the_warm_up(tmp_path, monkey
         "0:03:30",  # 7,000 steps left at 30 s per 1,000 steps since step 2000
         "0:04:00",  # 6,000 steps left at 40 s per 1,000 (80 s for 2,000)
     ]
+
+
+def test_a_resumed_runs_first_update_rate_counts_its_own_updates(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr("dqn_cli.run.metrics.time.perf_counter", lambda: clock[0])
+    logger = RunLogger(tmp_path / "tb", total_steps=10_000, start_step=5000, progress="off", start_updates=4900)
+    clock[0] = 10.0
+    sps, ups = logger.rates(6000, 5900)  # 1,000 steps and 1,000 updates in 10 s, not 5,900
+    logger.close()
+    assert (sps, ups) == (100.0, 100.0)

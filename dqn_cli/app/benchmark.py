@@ -74,8 +74,8 @@ class Suite:
         for c in counts:
             games = sorted(g for g, v in self.scores.items() if len(v) >= c)
             matrix = np.array([[human_normalized(self.scores[g][i], g) for g in games] for i in range(c)])
-            name = self.label if len(counts) == 1 else f"{self.label}, {c} run{'s' if c > 1 else ''} a game"
-            out.append(Block(name, games, matrix))
+            owner = self.label if len(counts) == 1 else f"{self.label} with {c} run{'s' if c > 1 else ''}"
+            out.append(Block(self.label, f"{self.label}|{c}", owner, games, matrix))
         return out
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
@@ -88,7 +88,9 @@ class Suite:
 class Block:
     """Human-normalised scores of one configuration: ``scores`` (runs, games), float64."""
 
-    name: str  # the configuration's label, with its runs per game when it has several blocks
+    label: str  # the configuration's
+    key: str  # unique among the blocks of all configurations: label|runs
+    owner: str  # whose games, in the published rows: the label, with the runs when it has several blocks
     games: list[str]
     scores: np.ndarray
 
@@ -127,14 +129,14 @@ def suites(groups) -> list[Suite]:
 
 
 def interval_estimates(suite_list: list[Suite], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Block name -> (aggregates (4,), 95% intervals (2, 4)) by rliable's stratified bootstrap,
+    """Block key -> (aggregates (4,), 95% intervals (2, 4)) by rliable's stratified bootstrap,
     for every block of every suite (:meth:`Suite.blocks`)."""
     from rliable import library
 
     np.random.seed(seed)  # (rliable draws from numpy's global generator)
-    scores = {b.name: b.scores for s in suite_list for b in s.blocks()}
+    scores = {b.key: b.scores for s in suite_list for b in s.blocks()}
     points, intervals = library.get_interval_estimates(scores, aggregate, reps=REPS)
-    return {name: (points[name], intervals[name]) for name in scores}
+    return {key: (points[key], intervals[key]) for key in scores}
 
 
 def games_markdown(suite_list: list[Suite]) -> str:
@@ -227,7 +229,8 @@ def aggregate_markdown(suite_list: list[Suite], estimates: dict) -> str:
     where it is smaller), and the published 26-game aggregates."""
     names = ("IQM", "median", "mean", "optimality gap")
     lines = [
-        "Atari 100k: human-normalised score over games (95% stratified bootstrap CI; optimality gap: lower is better)",
+        "Atari 100k: human-normalised score over games (95% stratified bootstrap CI over runs, where every game has"
+        " several; optimality gap: lower is better)",
         "",
         "| agent | games | runs per game | " + " | ".join(names) + " |",
         "| --- | ---: | ---: | " + " | ".join("---" for _ in names) + " |",
@@ -235,17 +238,20 @@ def aggregate_markdown(suite_list: list[Suite], estimates: dict) -> str:
     games_run = sorted({g for s in suite_list for g in s.scores})
     blocks = [b for s in suite_list for b in s.blocks()]
     for b in blocks:
-        point, ci = estimates[b.name]
-        cells = [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(4)]
-        lines.append(f"| {b.name} (this tool) | {len(b.games)} | {b.scores.shape[0]} | " + " | ".join(cells) + " |")
+        point, ci = estimates[b.key]
+        if b.scores.shape[0] == 1:  # one run a game: nothing to resample, no interval
+            cells = [f"{point[i]:.3f}" for i in range(4)]
+        else:
+            cells = [f"{point[i]:.3f} [{ci[0, i]:.3f}, {ci[1, i]:.3f}]" for i in range(4)]
+        lines.append(f"| {b.label} (this tool) | {len(b.games)} | {b.scores.shape[0]} | " + " | ".join(cells) + " |")
     # the published agents over every game run here, and over each block's own games where it
     # has fewer (DER on 2 of the 8), so each row of this tool has its like-for-like
     game_sets = [games_run] + [b.games for b in blocks]
     for i, games in enumerate(game_sets):
         if games in game_sets[:i]:
             continue
-        owners = [b.name for b in blocks if b.games == games]
-        which = "same games" if i == 0 else f"{', '.join(owners)}'s games: {', '.join(games)}"
+        owners = [b.owner for b in blocks if b.games == games]
+        which = "same games" if i == 0 else f"the games of {' / '.join(owners)}: {', '.join(games)}"
         for name, point in published_on(games).items():
             cells = [f"{v:.3f}" for v in point]
             lines.append(

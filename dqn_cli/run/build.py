@@ -169,7 +169,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, checked: Checked, multirun: bool 
         else:
             n, obs = resume.continue_run(resume_state, cfg, run_dir, agent, replay, envs, stacker, stats)
         progress = "off" if cfg.progress == "off" else "bar" if use_progress_bar(cfg.progress, multirun) else "log"
-        logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, progress)
+        logger = RunLogger(run_dir / "tb", cfg.total_steps, n.env_steps, progress, start_updates=n.updates)
         if cfg.tracker.wandb.enabled or cfg.tracker.mlflow.enabled:  # (after the env processes: no fork inherits them)
             overrides = run_overrides(run_dir)
             params = ordered_config(to_dict(cfg), overridden_keys(overrides))

@@ -124,9 +124,13 @@ class RunLogger:
             from an earlier life of the run after it are purged, so a
             resumed curve never forks (TensorBoard's ``purge_step``).
         progress: "bar", "log" or "off" (already resolved from "auto").
+        start_updates: gradient steps the run has taken before (a resumed run's), so the first
+            perf/updates_per_second counts this life's alone.
     """
 
-    def __init__(self, tb_dir: Path, total_steps: int, start_step: int = 0, progress: str = "log"):
+    def __init__(
+        self, tb_dir: Path, total_steps: int, start_step: int = 0, progress: str = "log", start_updates: int = 0
+    ):
         from torch.utils.tensorboard import SummaryWriter
 
         # an earlier life of the run logged steps <= start_step before its checkpoint; later points are orphans
@@ -165,7 +169,7 @@ class RunLogger:
             self.bar.set_postfix_str(self._postfix(), refresh=False)
             self._console.start()  # log lines go above the bar, not through it
         self._rate_step = start_step
-        self._rate_updates = 0
+        self._rate_updates = start_updates  # a resumed run's gradient steps so far
         self._rate_time = time.perf_counter()
         self._eta_anchor: tuple[float, int] | None = None  # (time, env step) where the ETA's rate starts
 
