@@ -479,7 +479,14 @@ def test_a_suite_growing_game_by_game_keeps_its_complete_blocks():
     the aggregate table has both the 3-run block of the 8 games and the 1-run block of all 9,
     each beside the published agents on its own games."""
     from dqn_cli.app import atari_scores
-    from dqn_cli.app.benchmark import Suite, aggregate, aggregate_markdown, human_normalized, interval_estimates
+    from dqn_cli.app.benchmark import (
+        Suite,
+        aggregate,
+        aggregate_markdown,
+        games_markdown,
+        human_normalized,
+        interval_estimates,
+    )
 
     first8 = ["Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout"]
     rng = np.random.default_rng(0)
@@ -507,5 +514,10 @@ def test_a_suite_growing_game_by_game_keeps_its_complete_blocks():
     assert f"| {aggregate(one.scores)[0]:.3f} |" in rows[1]
     assert "(published per-game means, same games) | 9 |" in table  # all the games run
     assert "(published per-game means, the games of drq_eps with 3 runs: Alien, Amidar, " in table
+    per_game = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[3] for line in games_markdown([suite]).splitlines()[4:]
+    }
+    assert per_game["ChopperCommand"] == "1200.0, 1"  # one run: its score, no interval
+    assert per_game["Alien"].startswith(f"{np.mean(scores['Alien']):.1f} [") and per_game["Alien"].endswith(", 3")
     one_block = Suite("der", {"Alien": [634.3], "Amidar": [86.5]})  # one block: its games are der's
     assert [b.owner for b in one_block.blocks()] == ["der"]

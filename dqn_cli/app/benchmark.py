@@ -162,6 +162,9 @@ def games_markdown(suite_list: list[Suite]) -> str:
             if x.size == 0:
                 cells.append("")
                 continue
+            if x.size == 1:  # no interval from one run
+                cells.append(f"{x[0]:.1f}, 1")
+                continue
             lo, hi = mean_ci(x)
             cells.append(f"{x.mean():.1f} [{lo:.1f}, {hi:.1f}], {x.size}")
         refs = [atari_scores.PUBLISHED[p].get(game) for p in published]

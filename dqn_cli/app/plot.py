@@ -306,13 +306,16 @@ def draw(
     cols = min(len(envs), 3)
     rows = (len(envs) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    # one colour per configuration in every panel, also where a panel lacks one of them
+    colors = {label: f"C{i % 10}" for i, label in enumerate(dict.fromkeys(g.label for g in groups))}
     for ax, env in zip(axes.flat, envs):
         for g in (g for g in groups if g.env == env):
             steps, mean, lo, hi = group_curve(g, metric, rng)
             if steps.size == 0:
                 continue
-            (line,) = ax.plot(steps, mean, label=f"{g.label} ({len(g.runs)} run{'s' if len(g.runs) > 1 else ''})")
-            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            runs = f"{len(g.runs)} run{'s' if len(g.runs) > 1 else ''}"
+            ax.plot(steps, mean, color=colors[g.label], label=f"{g.label} ({runs})")
+            ax.fill_between(steps, lo, hi, color=colors[g.label], alpha=0.2, linewidth=0)
         if env in references:
             ax.axhline(
                 references[env], color="black", linestyle="--", linewidth=1, label=f"reference {references[env]:g}"
