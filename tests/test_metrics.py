@@ -231,6 +231,7 @@ def test_the_eta_is_paced_by_the_learning_steps_not_the_warm_up(tmp_path, monkey
             logger.status(step, epsilon=0.5, sps=1000.0, learning=learning)
         lines.append(caplog.messages[-1])
     logger.close()
+    assert all("return(20) -  eps" in line for line in lines)  # no episode has ended: no mean yet
     assert [line.rsplit("eta ", 1)[1] for line in lines] == [
         "?",  # the warm-up's pace (1,000 steps/s) says nothing of the rest
         "?",  # learning began inside this window: it anchors the pace

@@ -325,11 +325,11 @@ class RunLogger:
             self._epsilon = epsilon
             self.bar.set_postfix_str(self._postfix(extra), refresh=False)
         log.info(
-            "step %d/%d  %.0f steps/s  return(20) %.1f  eps %.3f  eta %s%s",
+            "step %d/%d  %.0f steps/s  return(20) %s  eps %.3f  eta %s%s",
             step,
             self.total_steps,
             sps,
-            ret,
+            "-" if math.isnan(ret) else f"{ret:.1f}",  # "-": no episode has ended yet
             epsilon,
             _hms(self._eta(step, learning)),
             extra,
