@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, SWEEP_TINY, assert_no_repeated_or_forked_points, job_dirs, read_csv, run_dqn
-from test_sweep import assert_complete_job
+from helpers import ROOT, SWEEP_TINY, assert_no_repeated_or_forked_points, job_dirs, run_dqn
+from test_sweep import assert_complete_job, table
 
 pytestmark = pytest.mark.slurm
 
@@ -57,10 +57,6 @@ def slurm_sweep(tmp_path: Path, cluster: dict, *overrides: str, timeout: float =
         env=cluster,
     )
     return sweep_dir, proc
-
-
-def table(sweep_dir: Path) -> list[dict]:
-    return read_csv(sweep_dir / "summary.csv")
 
 
 def squeue_empty(cluster: dict) -> bool:
